@@ -1,0 +1,206 @@
+"""App-only access tokens through MSAL's client-credentials flow, one ``ConfidentialClientApplication`` per
+connector, created lazily and rebuilt whenever the connector's configuration changes.
+
+MSAL keeps the token in its in-memory cache and hands it back until less than five minutes of its
+lifetime remain (PROTOCOL.md §11), so a connector makes one token request per token lifetime however
+many messages it sends. MSAL's own HTTP traffic goes through an ``httpx.Client`` we build (``net.py``),
+which fixes TLS trust to the connector's CA file or the system store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import msal
+
+from ..clock import Clock, SystemClock
+from ..connectors.model import ConnectorConfig, Credential
+from ..connectors.secretbox import Secret
+from ..errors import DeliveryError, MissingCredentialError
+from ..net import sync_client, translate_transport_error
+from .claims import token_roles
+from .translate import translate_discovery_failure, translate_token_error, translate_token_http_error
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: Secret
+    expires_at: datetime
+    roles: tuple[str, ...] | None  # None: the token could not be decoded (treat as opaque)
+    from_cache: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessToken(expires_at={self.expires_at.isoformat()}, roles={self.roles}, from_cache={self.from_cache})"
+        )
+
+
+class RecordingHttpClient:
+    """MSAL's ``HttpClient`` interface on top of httpx. It remembers the last error response so that a
+    failed discovery (which MSAL reports as a bare ValueError) can still be explained by its AADSTS code."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.last_error: httpx.Response | None = None
+
+    def post(
+        self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any
+    ) -> httpx.Response:
+        return self._keep(self.client.post(url, params=params, data=data, headers=headers))
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> httpx.Response:
+        return self._keep(self.client.get(url, params=params, headers=headers))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        response.read()
+        if response.status_code >= 400:
+            self.last_error = response
+        return response
+
+
+@dataclass
+class _Entry:
+    key: str
+    app: msal.ConfidentialClientApplication
+    http: RecordingHttpClient
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+TokenListener = Callable[[ConnectorConfig, str], None]  # (connector, "success" | error kind)
+
+
+class TokenProvider:
+    """Tokens for any number of connectors. Thread-safe; ``acquire_async`` keeps MSAL off the event loop."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        on_request: TokenListener | None = None,
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.timeout = timeout
+        self.transport = transport
+        self.on_request = on_request
+        self._entries: dict[int, _Entry] = {}
+        self._lock = threading.Lock()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def acquire(self, connector: ConnectorConfig, *, credential: Credential | None = None) -> AccessToken:
+        """A valid token for the connector (from MSAL's cache when possible). Raises ``DeliveryError``.
+
+        With ``credential`` (rotation, doctor), a throwaway application is used, so the connector's own
+        cache is neither read nor disturbed.
+        """
+        if credential is not None:
+            entry = self._build(connector, credential)
+            try:
+                return self._acquire(connector, entry)
+            finally:
+                entry.http.close()
+        return self._acquire(connector, self._entry(connector))
+
+    async def acquire_async(self, connector: ConnectorConfig, *, credential: Credential | None = None) -> AccessToken:
+        return await asyncio.to_thread(self.acquire, connector, credential=credential)
+
+    def invalidate(self, connector_id: int) -> None:
+        """Forget the connector's app and cached token (and MSAL's cached errors): the next call starts fresh.
+        Used after Graph rejected a token, and before probing a paused connector."""
+        with self._lock:
+            entry = self._entries.pop(connector_id, None)
+        if entry is not None:
+            entry.http.close()
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            entry.http.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _entry(self, connector: ConnectorConfig) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(connector.id)
+            if entry is not None and entry.key == connector.token_key:
+                return entry
+        # Build outside the provider-wide lock: discovery is a network call.
+        fresh = self._build(connector, connector.credential)
+        with self._lock:
+            old = self._entries.get(connector.id)
+            if old is not None and old.key == connector.token_key:
+                fresh.http.close()  # another thread won the race; use its app and its cache
+                return old
+            self._entries[connector.id] = fresh
+        if old is not None:
+            old.http.close()
+        return fresh
+
+    def _build(self, connector: ConnectorConfig, credential: Credential | None) -> _Entry:
+        if credential is None:
+            raise MissingCredentialError("the connector has no client secret or certificate")
+        http = RecordingHttpClient(sync_client(connector.cloud.ca_file, self.timeout, self.transport))
+        try:
+            app = msal.ConfidentialClientApplication(
+                connector.client_id,
+                client_credential=credential.msal_credential(),
+                authority=connector.cloud.authority(connector.tenant_id),
+                http_client=http,
+                # Our clouds are data (clouds.py); MSAL must not phone its instance-discovery host.
+                instance_discovery=False,
+                token_cache=msal.TokenCache(),
+            )
+        except httpx.TransportError as exc:
+            http.close()
+            raise translate_transport_error(exc, "OpenID discovery") from exc
+        except ValueError as exc:
+            http.close()
+            raise translate_discovery_failure(http.last_error, connector) from exc
+        except Exception:
+            http.close()
+            raise
+        return _Entry(connector.token_key, app, http)
+
+    def _acquire(self, connector: ConnectorConfig, entry: _Entry) -> AccessToken:
+        with entry.lock:  # one request per lifetime even when many senders ask at once
+            entry.http.last_error = None
+            try:
+                result = entry.app.acquire_token_for_client(scopes=[connector.cloud.scope])
+            except httpx.TransportError as exc:
+                error: DeliveryError = translate_transport_error(exc, "token request")
+                self._notify(connector, error.kind)
+                raise error from exc
+            except (msal.exceptions.MsalServiceError, httpx.HTTPStatusError, ValueError) as exc:
+                error = translate_token_http_error(entry.http.last_error)
+                self._notify(connector, error.kind)
+                raise error from exc
+        if "access_token" not in result:
+            error = translate_token_error(result, connector)
+            self._notify(connector, error.kind)
+            raise error
+        from_cache = result.get("token_source") == "cache"
+        if not from_cache:
+            self._notify(connector, "success")
+        expires_in = int(result.get("expires_in", 0))
+        return AccessToken(
+            value=Secret(result["access_token"]),
+            expires_at=self.clock.now() + timedelta(seconds=expires_in),
+            roles=token_roles(result["access_token"]),
+            from_cache=from_cache,
+        )
+
+    def _notify(self, connector: ConnectorConfig, outcome: str) -> None:
+        if self.on_request is not None:
+            self.on_request(connector, outcome)

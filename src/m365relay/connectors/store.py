@@ -1,0 +1,340 @@
+"""Connectors in the database: saving what the admin typed (validated, secrets encrypted), reading it back
+decrypted, and the active/paused state the dispatcher drives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from .. import audit
+from ..clock import Clock, SystemClock
+from ..clouds import resolve_cloud
+from ..db.engine import Database
+from ..db.models import ConnectorRow, CredentialRow
+from ..errors import DeliveryError, NotFoundError, ValidationError
+from . import validation
+from .certificates import CertificateInfo
+from .model import ConnectorConfig, Credential
+from .secretbox import SecretBox
+
+DEFAULT_NAME = "default"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConnectorUpdate:
+    """What the connector screen submits. ``None`` keeps the stored value (an empty secret field keeps the
+    stored secret, as the manual's screen does)."""
+
+    client_id: str | None = None
+    tenant_id: str | None = None
+    user_name: str | None = None
+    cloud: str | None = None
+    login_url: str | None = None
+    graph_url: str | None = None
+    ca_file: str | Path | None = None
+    secret: str | None = None
+    secret_expires: date | str | None = None
+    certificate: CertificateInfo | None = None
+
+
+class ConnectorStore:
+    def __init__(self, db: Database, box: SecretBox, clock: Clock | None = None) -> None:
+        self.db = db
+        self.box = box
+        self.clock = clock or SystemClock()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, ref: str | int = DEFAULT_NAME) -> ConnectorConfig:
+        with self.db.read() as session:
+            row = _find(session, ref)
+            if row is None:
+                raise NotFoundError(
+                    f"no connector {ref!r}",
+                    remedy="Create it with `m365relay connector set` or on the admin page.",
+                )
+            return self._config(session, row)
+
+    def find(self, ref: str | int = DEFAULT_NAME) -> ConnectorConfig | None:
+        try:
+            return self.get(ref)
+        except NotFoundError:
+            return None
+
+    def all(self) -> list[ConnectorConfig]:
+        with self.db.read() as session:
+            rows = session.scalars(select(ConnectorRow).order_by(ConnectorRow.id)).all()
+            return [self._config(session, row) for row in rows]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def save(
+        self, name: str, change: ConnectorUpdate, *, actor: str = "cli", remote_addr: str | None = None
+    ) -> ConnectorConfig:
+        """Create or update the connector ``name``. All fields are validated before anything is written."""
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = _find(session, name)
+            values, errors = _validated(change, row, now.date())
+            if errors:
+                raise ValidationError.combine(errors)
+            if row is None:
+                row = ConnectorRow(name=name, created_at=now, updated_at=now, state="active", config_version=1)
+                session.add(row)
+            changed = [key for key, value in values.items() if getattr(row, key) != value]
+            for key in changed:
+                setattr(row, key, values[key])
+            changed += self._store_credential(session, row, change, now)
+            if changed:
+                row.config_version = (row.config_version or 0) + 1
+                row.updated_at = now
+                if row.state == "paused":
+                    row.next_probe_at = now  # the admin changed something: try again at once
+                session.flush()
+                audit.record(
+                    session,
+                    actor,
+                    "connector.save",
+                    name,
+                    {"changed": sorted(set(changed))},
+                    remote_addr=remote_addr,
+                    at=now,
+                )
+            session.flush()
+            return self._config(session, row)
+
+    def _store_credential(
+        self, session: Session, row: ConnectorRow, change: ConnectorUpdate, now: datetime
+    ) -> list[str]:
+        session.flush()  # a new connector needs its id before credentials can point at it
+        current = session.scalar(
+            select(CredentialRow).where(CredentialRow.connector_id == row.id, CredentialRow.slot == "current")
+        )
+        if change.secret or change.certificate:
+            if current is not None:
+                session.delete(current)
+                session.flush()
+            session.add(self.credential_row(row.id, "current", change, now))
+            return ["secret" if change.secret else "certificate"]
+        if change.secret_expires is not None and current is not None and current.kind == "secret":
+            expires = _expiry_datetime(validation.secret_expiry(change.secret_expires, today=now.date()))
+            if current.expires_at != expires:
+                current.expires_at = expires
+                current.warned_days = None
+                return ["secret_expires"]
+        return []
+
+    def credential_row(self, connector_id: int, slot: str, change: ConnectorUpdate, now: datetime) -> CredentialRow:
+        """A new, encrypted credential row (validated already)."""
+        if change.certificate is not None:
+            cert = change.certificate
+            return CredentialRow(
+                connector_id=connector_id,
+                slot=slot,
+                kind="certificate",
+                private_key_ciphertext=self.box.encrypt(cert.private_key_pem),
+                certificate_pem=cert.certificate_pem,
+                thumbprint_sha1=cert.thumbprint_sha1,
+                thumbprint_sha256=cert.thumbprint_sha256,
+                expires_at=cert.not_after,
+                created_at=now,
+            )
+        assert change.secret is not None and change.secret_expires is not None
+        secret = validation.client_secret(change.secret)
+        return CredentialRow(
+            connector_id=connector_id,
+            slot=slot,
+            kind="secret",
+            secret_ciphertext=self.box.encrypt(secret),
+            hint=secret[:3],
+            expires_at=_expiry_datetime(validation.secret_expiry(change.secret_expires, today=now.date())),
+            created_at=now,
+        )
+
+    def delete(self, ref: str | int, *, actor: str = "cli") -> None:
+        with self.db.write() as session:
+            row = _find(session, ref)
+            if row is None:
+                raise NotFoundError(f"no connector {ref!r}")
+            session.execute(delete(CredentialRow).where(CredentialRow.connector_id == row.id))
+            session.delete(row)
+            audit.record(session, actor, "connector.delete", row.name, {}, at=self.clock.now())
+
+    # -- state, driven by the dispatcher ---------------------------------------------------------
+
+    def pause(self, connector_id: int, error: DeliveryError, next_probe_at: datetime) -> None:
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = session.get(ConnectorRow, connector_id)
+            if row is None:
+                return
+            if row.state != "paused":
+                row.state_changed_at = now
+                audit.record(
+                    session,
+                    "dispatcher",
+                    "connector.paused",
+                    row.name,
+                    {"error": error.kind, "code": error.code},
+                    at=now,
+                )
+            row.state = "paused"
+            row.state_reason = error.message
+            row.state_error_kind = error.kind
+            row.state_error_code = error.code
+            row.state_remedy = error.remedy
+            row.next_probe_at = next_probe_at
+            row.probe_attempts = (row.probe_attempts or 0) + 1
+
+    def resume(self, connector_id: int, *, actor: str = "dispatcher") -> bool:
+        """Mark the connector active. Returns whether it was paused."""
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = session.get(ConnectorRow, connector_id)
+            if row is None or row.state == "active":
+                return False
+            row.state = "active"
+            row.state_changed_at = now
+            row.state_reason = row.state_error_kind = row.state_error_code = row.state_remedy = None
+            row.next_probe_at = None
+            row.probe_attempts = 0
+            audit.record(session, actor, "connector.resumed", row.name, {}, at=now)
+            return True
+
+    def mark_verified(self, credential_id: int) -> None:
+        with self.db.write() as session:
+            session.execute(
+                update(CredentialRow).where(CredentialRow.id == credential_id).values(verified_at=self.clock.now())
+            )
+
+    # -- mapping --------------------------------------------------------------------------------
+
+    def _config(self, session: Session, row: ConnectorRow) -> ConnectorConfig:
+        creds = {
+            c.slot: self._credential(c)
+            for c in session.scalars(select(CredentialRow).where(CredentialRow.connector_id == row.id))
+        }
+        cloud = resolve_cloud(
+            row.cloud,
+            login_url=row.login_url,
+            graph_url=row.graph_url,
+            ca_file=Path(row.ca_file) if row.ca_file else None,
+        )
+        return ConnectorConfig(
+            id=row.id,
+            name=row.name,
+            client_id=row.client_id,
+            tenant_id=row.tenant_id,
+            user_name=row.user_name,
+            cloud=cloud,
+            state=row.state,
+            state_reason=row.state_reason,
+            state_error_kind=row.state_error_kind,
+            state_error_code=row.state_error_code,
+            state_remedy=row.state_remedy,
+            state_changed_at=row.state_changed_at,
+            next_probe_at=row.next_probe_at,
+            probe_attempts=row.probe_attempts or 0,
+            consent_granted_at=row.consent_granted_at,
+            config_version=row.config_version,
+            credential=creds.get("current"),
+            next_credential=creds.get("next"),
+            old_credential=creds.get("old"),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def _credential(self, row: CredentialRow) -> Credential:
+        return Credential(
+            id=row.id,
+            slot=row.slot,
+            kind=row.kind,
+            secret=self.box.decrypt(row.secret_ciphertext) if row.secret_ciphertext else None,
+            private_key=self.box.decrypt(row.private_key_ciphertext) if row.private_key_ciphertext else None,
+            certificate_pem=row.certificate_pem,
+            thumbprint_sha1=row.thumbprint_sha1,
+            thumbprint_sha256=row.thumbprint_sha256,
+            hint=row.hint,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+            verified_at=row.verified_at,
+            warned_days=row.warned_days,
+        )
+
+
+def _find(session: Session, ref: str | int) -> ConnectorRow | None:
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        return session.get(ConnectorRow, int(ref))
+    return session.scalar(select(ConnectorRow).where(ConnectorRow.name == ref))
+
+
+def _expiry_datetime(day: date) -> datetime:
+    # A secret is treated as gone from the start of its expiry day: warnings err on the early side.
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _validated(
+    change: ConnectorUpdate, row: ConnectorRow | None, today: date
+) -> tuple[dict[str, Any], list[ValidationError]]:
+    """Validate every submitted field; fill the rest from the stored row. Returns values and all errors."""
+    errors: list[ValidationError] = []
+    values: dict[str, Any] = {}
+    for key, rule in (
+        ("client_id", validation.client_id),
+        ("tenant_id", validation.tenant_id),
+        ("user_name", validation.user_name),
+    ):
+        submitted = getattr(change, key)
+        if submitted is None and row is not None:
+            values[key] = getattr(row, key)
+            continue
+        values[key] = _collect(errors, key, rule, submitted or "")
+    values.update(_validated_cloud(change, row, errors))
+    if change.secret:
+        _collect(errors, "secret", validation.client_secret, change.secret)
+    if change.secret or change.secret_expires is not None:
+        _collect(errors, "secret_expires", lambda v: validation.secret_expiry(v, today=today), change.secret_expires)
+    if change.secret and change.certificate:
+        errors.append(ValidationError("Credential", "give a client secret or a certificate, not both", key="secret"))
+    return values, errors
+
+
+def _validated_cloud(
+    change: ConnectorUpdate, row: ConnectorRow | None, errors: list[ValidationError]
+) -> dict[str, Any]:
+    def pick(key: str, default: Any = None) -> Any:
+        submitted = getattr(change, key)
+        return submitted if submitted is not None else (getattr(row, key) if row is not None else default)
+
+    cloud, login_url, graph_url = pick("cloud", "global"), pick("login_url"), pick("graph_url")
+    try:
+        ca_path = validation.ca_file(pick("ca_file"))
+        resolved = resolve_cloud(cloud, login_url=login_url or None, graph_url=graph_url or None, ca_file=ca_path)
+    except ValidationError as exc:
+        exc.key = {"cloud": "cloud", "login URL": "login_url", "Graph URL": "graph_url"}.get(exc.field, "ca_file")
+        errors.append(exc)
+        return {"cloud": cloud}
+    custom = resolved.name == "custom"
+    return {
+        "cloud": cloud,
+        "login_url": resolved.login_url if custom else None,
+        "graph_url": resolved.graph_url if custom else None,
+        "ca_file": str(ca_path) if (custom and ca_path) else None,
+    }
+
+
+def _collect(errors: list[ValidationError], key: str, rule: Callable[[Any], T], value: Any) -> T | None:
+    try:
+        return rule(value)
+    except ValidationError as exc:
+        exc.key = key
+        errors.append(exc)
+        return None
