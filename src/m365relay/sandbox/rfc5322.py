@@ -1,0 +1,207 @@
+"""Just enough RFC 5322 for the sandbox: header scanning, Bcc removal, building a message from JSON.
+
+The hot path (MIME sendMail) only scans the header block: parsing a whole message with the
+`email` package costs far more than the rest of a request, and Exchange needs nothing from the
+body to accept it. Full parsing happens only when someone looks at a captured message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.policy
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses
+from typing import Any
+
+_ADDRESS_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
+
+
+def valid_address(address: str) -> bool:
+    return bool(_ADDRESS_RE.match(address))
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final line break, body) — a message may lack a body."""
+    match = _SEPARATOR_RE.search(raw)
+    if match is None:
+        return raw, b""
+    newline = b"\r\n" if match.group().startswith(b"\r\n") else b"\n"
+    return raw[: match.start()] + newline, raw[match.end() :]
+
+
+def header_lines(block: bytes) -> list[list[bytes]]:
+    """Header fields as lists of physical lines (first line + continuation lines)."""
+    fields: list[list[bytes]] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        elif line.strip():
+            fields.append([line])
+    return fields
+
+
+def header_fields(block: bytes) -> list[tuple[str, str]]:
+    """Unfolded (name, value) pairs; raw 8-bit values are read as UTF-8 (RFC 6532)."""
+    out: list[tuple[str, str]] = []
+    for lines in header_lines(block):
+        text = b"".join(lines).decode("utf-8", "replace")
+        name, sep, value = text.partition(":")
+        if sep:
+            out.append((name.strip(), re.sub(r"\r?\n", "", value).strip()))
+    return out
+
+
+def without_headers(raw: bytes, names: set[str]) -> bytes:
+    """The message with the named header fields removed (e.g. Bcc before delivery)."""
+    block, body = split_message(raw)
+    kept = [
+        b"".join(lines)
+        for lines in header_lines(block)
+        if lines[0].split(b":", 1)[0].strip().decode("ascii", "replace").lower() not in names
+    ]
+    newline = b"\r\n" if b"\r\n" in block else b"\n"
+    return b"".join(kept) + newline + body
+
+
+def prepend_headers(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
+    return b"".join(f"{n}: {v}".encode() + newline for n, v in fields) + raw
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words (`=?utf-8?...?=`) when present."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError):
+        return value
+
+
+def address_list(values: list[str]) -> list[str]:
+    return [addr for _, addr in getaddresses(values) if addr]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a MIME submission tells Exchange: its senders and recipients (Graph has no envelope)."""
+
+    from_addresses: list[str]
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    message_id: str
+    has_date: bool = False
+
+    @property
+    def recipients(self) -> list[str]:
+        return self.to + self.cc + self.bcc
+
+
+def read_envelope(raw: bytes) -> Envelope:
+    block, _ = split_message(raw)
+    values: dict[str, list[str]] = {}
+    for name, value in header_fields(block):
+        values.setdefault(name.lower(), []).append(value)
+    return Envelope(
+        from_addresses=address_list(values.get("from", [])),
+        to=address_list(values.get("to", [])),
+        cc=address_list(values.get("cc", [])),
+        bcc=address_list(values.get("bcc", [])),
+        subject=decode_words(values.get("subject", [""])[0]),
+        message_id=values.get("message-id", [""])[0],
+        has_date="date" in values,
+    )
+
+
+def decode_base64(text: bytes) -> bytes:
+    """Strict base64 after removing line breaks (clients may wrap at 76 columns)."""
+    compact = b"".join(text.split())
+    if not compact:
+        raise ValueError("empty MIME content")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def format_address(entry: dict[str, Any]) -> str:
+    inner = entry.get("emailAddress") or {}
+    address = str(inner.get("address") or "")
+    name = str(inner.get("name") or "")
+    if not name:
+        return address
+    local, _, domain = address.partition("@")
+    return str(Address(display_name=name, username=local, domain=domain))
+
+
+@dataclass(frozen=True)
+class AttachmentData:
+    name: str
+    content_type: str
+    data: bytes
+    is_inline: bool
+    content_id: str | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "content_type": self.content_type,
+            "size": len(self.data),
+            "is_inline": self.is_inline,
+            "content_id": self.content_id,
+        }
+
+
+def build_message(
+    message: dict[str, Any],
+    *,
+    from_header: str,
+    date: float,
+    message_id: str,
+    attachments: list[AttachmentData],
+) -> bytes:
+    """The RFC 5322 message Exchange would deliver for a Graph JSON message (Bcc omitted)."""
+    from datetime import UTC, datetime
+
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = from_header
+    for header, key in (("To", "toRecipients"), ("Cc", "ccRecipients"), ("Reply-To", "replyTo")):
+        entries = message.get(key) or []
+        if entries:
+            msg[header] = ", ".join(format_address(e) for e in entries)
+    msg["Subject"] = str(message.get("subject") or "")
+    msg["Date"] = format_datetime(datetime.fromtimestamp(date, tz=UTC))
+    msg["Message-ID"] = message_id
+    importance = str(message.get("importance") or "normal").lower()
+    if importance in ("low", "high"):
+        msg["Importance"] = importance
+        msg["X-Priority"] = "1" if importance == "high" else "5"
+    for item in message.get("internetMessageHeaders") or []:
+        msg[str(item["name"])] = str(item.get("value", ""))
+    body = message.get("body") or {}
+    subtype = "html" if str(body.get("contentType", "text")).lower() == "html" else "plain"
+    msg.set_content(str(body.get("content") or ""), subtype=subtype, charset="utf-8")
+    for att in attachments:
+        maintype, _, subtype_ = att.content_type.partition("/")
+        kwargs: dict[str, Any] = {"maintype": maintype or "application", "subtype": subtype_ or "octet-stream"}
+        if att.is_inline:
+            msg.add_related(
+                att.data, filename=att.name, disposition="inline",
+                cid=f"<{att.content_id}>" if att.content_id else None, **kwargs,
+            )
+    for att in attachments:
+        if not att.is_inline:
+            maintype, _, subtype_ = att.content_type.partition("/")
+            msg.add_attachment(
+                att.data, maintype=maintype or "application", subtype=subtype_ or "octet-stream",
+                filename=att.name, cid=f"<{att.content_id}>" if att.content_id else None,
+            )
+    return msg.as_bytes()

@@ -1,0 +1,122 @@
+"""The one object that holds a running sandbox's state; handlers receive it, nothing is global."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .clock import Clock
+from .directory import CLOUDS, Directory
+from .drafts_store import DraftStore
+from .faults import FaultPlan
+from .limits import LimitTracker
+from .mailstore import MailStore
+from .pki import SandboxPki
+from .stats import Stats
+from .tokens import TokenIssuer
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    data_dir: Path
+    cloud: str = "global"
+    latency_ms: float = 0.0
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cloud not in CLOUDS:
+            raise ValueError(f"unknown cloud {self.cloud!r}; one of {sorted(CLOUDS)}")
+
+
+class ConnectionRegistry:
+    """Open client connections by peer address, so a `reset` fault can abort the right one."""
+
+    def __init__(self) -> None:
+        self._transports: dict[tuple[str, int], asyncio.BaseTransport] = {}
+
+    def add(self, peer: tuple[str, int] | None, transport: asyncio.BaseTransport) -> None:
+        if peer is not None:
+            self._transports[peer] = transport
+
+    def remove(self, peer: tuple[str, int] | None) -> None:
+        if peer is not None:
+            self._transports.pop(peer, None)
+
+    def abort(self, peer: tuple[str, int] | None) -> bool:
+        """Drop the TCP connection with an RST, the way a crashed front end would."""
+        transport = self._transports.pop(peer, None) if peer is not None else None
+        if transport is None:
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:
+                pass
+        transport.abort()
+        return True
+
+
+class Sandbox:
+    """Directory, captured mail, drafts, faults, limits, stats and the clock of one sandbox."""
+
+    def __init__(self, settings: SandboxSettings, pki: SandboxPki, seed: dict[str, Any]) -> None:
+        self.settings = settings
+        self.pki = pki
+        self.base_url = ""  # set once the port is known
+        self.seed = copy.deepcopy(seed)
+        self.tokens = TokenIssuer(pki)
+        self.connections = ConnectionRegistry()
+        self.clock = Clock()
+        self.directory = Directory.from_dict(self.seed)
+        self.mail = MailStore()
+        self.drafts = DraftStore()
+        self.faults = FaultPlan()
+        self.limits = LimitTracker(self.clock)
+        self.stats = Stats()
+        self.latency_ms = settings.latency_ms
+        self.demo_info: dict[str, Any] | None = None
+
+    @property
+    def cloud(self) -> str:
+        return self.settings.cloud
+
+    def reset(self) -> None:
+        """Back to the seed: directory, captured mail, drafts, faults, stats, clock and latency."""
+        self.directory = Directory.from_dict(self.seed)
+        self.mail.clear()
+        self.drafts.clear()
+        self.faults.clear()
+        self.clock.offset_seconds = 0.0
+        self.limits = LimitTracker(self.clock)
+        self.stats = Stats()
+        self.latency_ms = self.settings.latency_ms
+
+    def replace_directory(self, data: dict[str, Any]) -> None:
+        """`PUT /_sandbox/state`: a new directory (validated first; the old one stays on error)."""
+        self.directory = Directory.from_dict(data)
+
+    def graph_resources(self) -> dict[str, str]:
+        """Resource identifiers the token endpoint knows, lower-cased → the `aud` it issues.
+
+        The sandbox's own base URL is its Graph; the real Graph host of its cloud is accepted too
+        so a client configured with the public scope still works. Exchange Online is known but its
+        tokens are useless for Graph (PROTOCOL.md §9 uses it for SMTP).
+        """
+        graph = f"https://{CLOUDS[self.cloud].msgraph_host}"
+        out = {
+            self.base_url.lower(): self.base_url,
+            self.base_url.replace("127.0.0.1", "localhost").lower(): self.base_url,
+            graph: graph,
+            "00000003-0000-0000-c000-000000000000": graph,
+            "https://outlook.office365.com": "https://outlook.office365.com",
+            "https://outlook.office.com": "https://outlook.office.com",
+        }
+        return out
+
+    def graph_audiences(self) -> set[str]:
+        return {self.base_url, f"https://{CLOUDS[self.cloud].msgraph_host}"}
