@@ -47,7 +47,9 @@ class AadstsError(Exception):
         if correlation_id:
             headers["client-request-id"] = correlation_id
         return Response(
-            json.dumps(body), status_code=self.status, media_type="application/json; charset=utf-8",
+            json.dumps(body),
+            status_code=self.status,
+            media_type="application/json; charset=utf-8",
             headers=headers,
         )
 
@@ -82,21 +84,22 @@ def malformed_tenant(tenant: str, *, discovery: bool) -> AadstsError:
 def no_tenant_for_client_credentials() -> AadstsError:
     # /common and /organizations cannot identify the tenant of an app-only request.
     return AadstsError(
-        50059, "invalid_request", 400,
-        "No tenant-identifying information found in either the request or implied by any provided "
-        "credentials.",
+        50059,
+        "invalid_request",
+        400,
+        "No tenant-identifying information found in either the request or implied by any provided credentials.",
     )
 
 
 def cross_cloud() -> AadstsError:
-    return AadstsError(
-        900382, "invalid_request", 400, "Confidential Client is not supported in Cross Cloud request."
-    )
+    return AadstsError(900382, "invalid_request", 400, "Confidential Client is not supported in Cross Cloud request.")
 
 
 def app_not_found(client_id: str, tenant: str) -> AadstsError:
     return AadstsError(
-        700016, "unauthorized_client", 400,
+        700016,
+        "unauthorized_client",
+        400,
         f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
         "happen if the application has not been installed by the administrator of the tenant or consented "
         "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
@@ -119,7 +122,9 @@ def unsupported_grant_type(grant_type: str) -> AadstsError:
 
 def scope_without_default(scope: str) -> AadstsError:
     return AadstsError(
-        1002012, "invalid_scope", 400,
+        1002012,
+        "invalid_scope",
+        400,
         f"The provided value for scope {scope} is not valid. Client credential flows must have a scope value "
         "with /.default suffixed to the resource identifier (application ID URI).",
     )
@@ -127,14 +132,18 @@ def scope_without_default(scope: str) -> AadstsError:
 
 def invalid_scope(scope: str) -> AadstsError:
     return AadstsError(
-        70011, "invalid_scope", 400,
+        70011,
+        "invalid_scope",
+        400,
         f"The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid.",
     )
 
 
 def several_resources(scope: str) -> AadstsError:
     return AadstsError(
-        28000, "invalid_scope", 400,
+        28000,
+        "invalid_scope",
+        400,
         f"Provided value for the input parameter scope is not valid because it contains more than one "
         f"resource. Scope {scope} is not valid.",
     )
@@ -142,7 +151,9 @@ def several_resources(scope: str) -> AadstsError:
 
 def no_credential() -> AadstsError:
     return AadstsError(
-        7000218, "invalid_client", 401,
+        7000218,
+        "invalid_client",
+        401,
         "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
     )
 
@@ -150,7 +161,9 @@ def no_credential() -> AadstsError:
 def bad_secret(client_id: str) -> AadstsError:
     # The text itself warns about the Secret ID/Value mix-up (PROTOCOL.md §1, [obs]).
     return AadstsError(
-        7000215, "invalid_client", 401,
+        7000215,
+        "invalid_client",
+        401,
         "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
         f"value, not the client secret ID, for a secret added to app '{client_id}'.",
     )
@@ -158,7 +171,9 @@ def bad_secret(client_id: str) -> AadstsError:
 
 def expired_secret(client_id: str) -> AadstsError:
     return AadstsError(
-        7000222, "invalid_client", 401,
+        7000222,
+        "invalid_client",
+        401,
         f"The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create "
         "new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials "
         "for added security: https://aka.ms/certCreds.",
@@ -171,15 +186,18 @@ def malformed_assertion() -> AadstsError:
 
 def bad_assertion_type(value: str) -> AadstsError:
     return AadstsError(
-        7000216, "invalid_client", 401,
-        f"'client_assertion_type' must be 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', "
-        f"got '{value}'.",
+        7000216,
+        "invalid_client",
+        401,
+        f"'client_assertion_type' must be 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', got '{value}'.",
     )
 
 
 def assertion_key_problem(client_id: str, reason: str, thumbprint: str) -> AadstsError:
     return AadstsError(
-        700027, "invalid_client", 401,
+        700027,
+        "invalid_client",
+        401,
         f"Client assertion failed signature validation. [Reason - {reason}, Thumbprint of key used by "
         f"client: '{thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to "
         f"see configured keys for app Id '{client_id}'.]",
@@ -193,7 +211,9 @@ def assertion_out_of_window(now: float, nbf: float | None, exp: float | None) ->
         return datetime.fromtimestamp(value, tz=UTC).strftime("%m/%d/%Y %H:%M:%S")
 
     return AadstsError(
-        700024, "invalid_client", 400,
+        700024,
+        "invalid_client",
+        400,
         f"Client assertion is not within its valid time range. Current time: {fmt(now)}, assertion valid "
         f"from {fmt(nbf)}, expiry time of assertion {fmt(exp)}. Review the documentation at "
         "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
@@ -202,7 +222,9 @@ def assertion_out_of_window(now: float, nbf: float | None, exp: float | None) ->
 
 def assertion_wrong_audience(audience: str) -> AadstsError:
     return AadstsError(
-        50013, "invalid_client", 401,
+        50013,
+        "invalid_client",
+        401,
         f"Assertion failed signature validation. [Reason - The audience '{audience}' of the client assertion "
         "does not match the token endpoint of this tenant.]",
     )
@@ -210,7 +232,9 @@ def assertion_wrong_audience(audience: str) -> AadstsError:
 
 def assertion_wrong_issuer() -> AadstsError:
     return AadstsError(
-        700021, "invalid_client", 401,
+        700021,
+        "invalid_client",
+        401,
         "Client assertion application identifier doesn't match 'client_id' parameter. Review the "
         "documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
     )

@@ -18,7 +18,13 @@ from starlette.routing import BaseRoute, Route
 
 from .clock import parse_iso
 from .directory import (
-    Certificate, Limits, Secret, parse_app, parse_mailbox, parse_policy, parse_tenant,
+    Certificate,
+    Limits,
+    Secret,
+    parse_app,
+    parse_mailbox,
+    parse_policy,
+    parse_tenant,
 )
 from .mailstore import detail, summary
 from .seed import new_secret_value
@@ -112,6 +118,16 @@ def _directory_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]
             app = sandbox.directory.update_app(app.client_id, **changes)
         return _json(app.to_dict())
 
+    return [
+        ("/state", ["GET", "PUT"], state),
+        ("/reset", ["POST"], reset),
+        ("/tenants", ["POST"], tenants),
+        ("/apps", ["POST"], apps),
+        ("/apps/{client_id}", ["GET", "PATCH", "DELETE"], app_item),
+    ]
+
+
+def _mailbox_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]:
     async def mailbox(request: Request) -> Response:
         address = request.path_params["address"]
         if request.method == "DELETE":
@@ -142,11 +158,6 @@ def _directory_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]
         return _json(item.to_dict())
 
     return [
-        ("/state", ["GET", "PUT"], state),
-        ("/reset", ["POST"], reset),
-        ("/tenants", ["POST"], tenants),
-        ("/apps", ["POST"], apps),
-        ("/apps/{client_id}", ["GET", "PATCH", "DELETE"], app_item),
         ("/mailboxes/{address}", ["PUT", "DELETE"], mailbox),
         ("/access-policies/{client_id}", ["PUT", "DELETE"], policy),
     ]
@@ -160,9 +171,9 @@ def _credential_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]
         secret = Secret(
             secret_id=str(data.get("secret_id") or uuid.uuid4()),
             value=str(data.get("value") or new_secret_value()),
-            expires_at=parse_iso(expires) if expires else sandbox.clock.now_dt().replace(
-                year=sandbox.clock.now_dt().year + 2
-            ),
+            expires_at=parse_iso(expires)
+            if expires
+            else sandbox.clock.now_dt().replace(year=sandbox.clock.now_dt().year + 2),
         )
         sandbox.directory.update_app(app.client_id, secrets=(*app.secrets, secret))
         return _json(secret.to_dict(), 201)
@@ -302,8 +313,5 @@ def _mail_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]:
 
 
 def routes(sandbox: Sandbox) -> list[BaseRoute]:
-    table = (
-        _directory_routes(sandbox) + _credential_routes(sandbox) + _runtime_routes(sandbox)
-        + _mail_routes(sandbox)
-    )
+    table = _directory_routes(sandbox) + _credential_routes(sandbox) + _runtime_routes(sandbox) + _mail_routes(sandbox)
     return [Route("/_sandbox" + path, _guarded(handler), methods=methods) for path, methods, handler in table]

@@ -13,9 +13,10 @@ def build_app(sandbox: Sandbox) -> Starlette:
     templates = viewer.make_templates()
     # Order matters: specific Graph routes before Graph's catch-all, fixed prefixes before `/{tenant}/...`.
     route_list: list[BaseRoute] = [
-        *admin.routes(sandbox),
+        *graph.routes(sandbox)[:1],  # sendMail first: it is the hot path
         *drafts.routes(sandbox),
-        *graph.routes(sandbox),
+        *graph.routes(sandbox)[1:],
+        *admin.routes(sandbox),
         *viewer.routes(sandbox, templates),
         *consent.routes(sandbox, templates),
         *identity.routes(sandbox),

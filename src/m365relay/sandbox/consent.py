@@ -38,7 +38,9 @@ def _validate(sandbox: Sandbox, alias: str, params: dict[str, str]) -> ConsentRe
         raise aadsts.missing_parameter("client_id")
     if alias.lower() == "common":
         raise AadstsError(
-            90130, "invalid_request", 400,
+            90130,
+            "invalid_request",
+            400,
             "The 'common' endpoint cannot be used for admin consent; use the tenant ID, a verified domain "
             "or 'organizations'.",
         )
@@ -56,7 +58,9 @@ def _validate(sandbox: Sandbox, alias: str, params: dict[str, str]) -> ConsentRe
     redirect_uri = params.get("redirect_uri", "")
     if redirect_uri not in app.redirect_uris:
         raise AadstsError(
-            50011, "invalid_request", 400,
+            50011,
+            "invalid_request",
+            400,
             f"The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs "
             f"configured for the application '{app.client_id}'. Make sure the redirect URI sent in the request "
             "matches one added to your application in the Azure portal.",
@@ -95,9 +99,7 @@ def routes(sandbox: Sandbox, templates: Environment) -> list[BaseRoute]:
         if params.get("action") == "accept":
             sandbox.directory.update_app(consent.app.client_id, granted_roles=consent.app.requested_permissions)
             return _redirect(consent, {"admin_consent": "True", "tenant": consent.tenant.id, "scope": consent.scope})
-        return _redirect(
-            consent, {"admin_consent": "True", "error": "consent_required", "error_description": DECLINED}
-        )
+        return _redirect(consent, {"admin_consent": "True", "error": "consent_required", "error_description": DECLINED})
 
     return [
         Route("/{tenant}/v2.0/adminconsent", admin_consent, methods=["GET", "POST"]),

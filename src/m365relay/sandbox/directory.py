@@ -236,8 +236,7 @@ def parse_app(data: dict[str, Any]) -> App:
     client_id = _guid(data.get("client_id"), "client_id")
     tenant = _guid(data.get("tenant"), "app tenant")
     certificates = tuple(
-        Certificate.from_pem(str(c.get("pem", "")), c.get("expires_at"))
-        for c in data.get("certificates") or []
+        Certificate.from_pem(str(c.get("pem", "")), c.get("expires_at")) for c in data.get("certificates") or []
     )
     return App(
         tenant=tenant,

@@ -24,8 +24,18 @@ from .graph import deliver
 from .graph_errors import GraphError
 from .messages import check_header_names, ci_get, parse_attachment, prepare
 from .pipeline import (
-    ROLE_READWRITE, ROLE_SEND, Call, abort_connection, check_declared_size, fault_error, graph_call, ids,
-    json_response, read_body, run_fault, stamp,
+    ROLE_READWRITE,
+    ROLE_SEND,
+    Call,
+    abort_connection,
+    check_declared_size,
+    fault_error,
+    graph_call,
+    ids,
+    json_response,
+    read_body,
+    run_fault,
+    stamp,
 )
 from .rfc5322 import AttachmentData
 from .state import Sandbox
@@ -109,7 +119,11 @@ async def _add_attachment(call: Call) -> Response:
 def _store_attachment(sandbox: Sandbox, draft: Draft, attachment: AttachmentData) -> None:
     current = sandbox.drafts.drafts.get(draft.id, draft)
     sandbox.drafts.drafts[draft.id] = Draft(
-        current.id, current.mailbox, current.client_id, current.created, current.message,
+        current.id,
+        current.mailbox,
+        current.client_id,
+        current.created,
+        current.message,
         (*current.attachments, attachment),
     )
 
@@ -129,14 +143,20 @@ async def _create_upload_session(call: Call) -> Response:
         raise GraphError(400, "ErrorAttachmentSizeLimitExceeded", "The attachment exceeds the 150 MB limit.")
     if size < call.sandbox.directory.limits.upload_min_size:
         raise GraphError(
-            400, "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            400,
+            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
             "Attachment size must be greater than the minimum size.",
         )
     sandbox = call.sandbox
     session = UploadSession(
-        id=str(uuid.uuid4()), token=secrets.token_urlsafe(32), draft_id=draft.id, mailbox=draft.mailbox,
-        name=str(name), content_type=str(ci_get(item, "contentType") or "application/octet-stream"),
-        size=size, is_inline=bool(ci_get(item, "isInline")),
+        id=str(uuid.uuid4()),
+        token=secrets.token_urlsafe(32),
+        draft_id=draft.id,
+        mailbox=draft.mailbox,
+        name=str(name),
+        content_type=str(ci_get(item, "contentType") or "application/octet-stream"),
+        size=size,
+        is_inline=bool(ci_get(item, "isInline")),
         content_id=str(ci_get(item, "contentId")) if ci_get(item, "contentId") else None,
         expires=sandbox.clock.now() + SESSION_LIFETIME,
     )
@@ -185,7 +205,8 @@ def _session_of(sandbox: Sandbox, request: Request) -> UploadSession:
 def _check_no_token(sandbox: Sandbox, request: Request) -> None:
     if "authorization" in request.headers:
         raise GraphError(
-            401, "InvalidAudienceForResource",
+            401,
+            "InvalidAudienceForResource",
             f"The audience claim value is invalid for current resource. Request url is "
             f"'{sandbox.base_url}{request.url.path}'. Do not send an Authorization header to an upload URL.",
         )
@@ -205,7 +226,8 @@ async def _upload_chunk(sandbox: Sandbox, request: Request) -> Response:
     if start != len(session.received):
         # Outlook takes bytes strictly in order; a gap or an overlap is refused [doc: OneDrive 416].
         raise GraphError(
-            416, "invalidRange",
+            416,
+            "invalidRange",
             f"The uploaded fragment does not start at the next expected byte {len(session.received)}.",
         )
     session.received.extend(data)
@@ -231,8 +253,7 @@ def _finish_upload(sandbox: Sandbox, session: UploadSession) -> Response:
     )
     _store_attachment(sandbox, draft, attachment)
     location = (
-        f"{sandbox.base_url}/api/v2.0/Users('{session.mailbox}')/Messages('{draft.id}')"
-        f"/Attachments('{_new_id()}')"
+        f"{sandbox.base_url}/api/v2.0/Users('{session.mailbox}')/Messages('{draft.id}')/Attachments('{_new_id()}')"
     )
     return Response(status_code=201, headers={"Location": location})
 
@@ -268,10 +289,16 @@ def routes(sandbox: Sandbox) -> list[BaseRoute]:
     return [
         Route(base, endpoint("createDraft", ROLE_READWRITE, _create_draft), methods=["POST"]),
         Route(base + "/{message_id}", endpoint("graph_other", ROLE_READWRITE, _delete_draft), methods=["DELETE"]),
-        Route(base + "/{message_id}/attachments", endpoint("addAttachment", ROLE_READWRITE, _add_attachment),
-              methods=["POST"]),
-        Route(base + "/{message_id}/attachments/createUploadSession",
-              endpoint("createUploadSession", ROLE_READWRITE, _create_upload_session), methods=["POST"]),
+        Route(
+            base + "/{message_id}/attachments",
+            endpoint("addAttachment", ROLE_READWRITE, _add_attachment),
+            methods=["POST"],
+        ),
+        Route(
+            base + "/{message_id}/attachments/createUploadSession",
+            endpoint("createUploadSession", ROLE_READWRITE, _create_upload_session),
+            methods=["POST"],
+        ),
         Route(base + "/{message_id}/send", endpoint("sendDraft", ROLE_SEND, _send_draft), methods=["POST"]),
         Route("/api/v2.0/{rest:path}", upload, methods=["PUT", "DELETE"]),
     ]

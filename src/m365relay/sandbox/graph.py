@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -58,9 +58,7 @@ def _prepare_mime(call: Call, body: bytes) -> Prepared:
     try:
         raw = decode_base64(body)
     except ValueError as exc:
-        raise GraphError(
-            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
-        ) from exc
+        raise GraphError(400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.") from exc
     envelope: Envelope = read_envelope(raw)
     mailbox = call.mailbox
     for address in envelope.recipients:
@@ -87,9 +85,7 @@ def _prepare_mime(call: Call, body: bytes) -> Prepared:
     delivered = without_headers(raw, {"bcc"}) if envelope.bcc else raw
     if added:
         delivered = prepend_headers(delivered, added)
-    return Prepared(
-        delivered, from_address, envelope.to, envelope.cc, envelope.bcc, envelope.subject, message_id, []
-    )
+    return Prepared(delivered, from_address, envelope.to, envelope.cc, envelope.bcc, envelope.subject, message_id, [])
 
 
 async def _send_mail(call: Call) -> Response:

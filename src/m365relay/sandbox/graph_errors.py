@@ -40,7 +40,9 @@ class GraphError(Exception):
             }
         }
         return Response(
-            json.dumps(body), status_code=self.status, headers=self.headers,
+            json.dumps(body),
+            status_code=self.status,
+            headers=self.headers,
             media_type="application/json",
         )
 
@@ -64,7 +66,8 @@ def invalid_recipients(detail: str) -> GraphError:
 
 def send_as_denied() -> GraphError:
     return GraphError(
-        403, "ErrorSendAsDenied",
+        403,
+        "ErrorSendAsDenied",
         "The user account which was used to submit this request does not have the right to send mail on "
         "behalf of the specified sending account., Cannot submit message.",
     )
@@ -80,7 +83,8 @@ def request_too_large() -> GraphError:
 
 def bad_json() -> GraphError:
     return GraphError(
-        400, "BadRequest",
+        400,
+        "BadRequest",
         "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of "
         "valid JSON format.",
     )

@@ -25,7 +25,9 @@ from .pipeline import abort_connection, run_fault
 from .state import Sandbox
 from .tokens import ASSERTION_TYPE, verify_assertion
 
-_DNS_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_DNS_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 MULTI_TENANT = ("common", "organizations", "consumers")
 
 
@@ -62,9 +64,25 @@ def discovery_document(sandbox: Sandbox, base: str, alias: str, tid: str, cloud:
         "frontchannel_logout_supported": True,
         "end_session_endpoint": f"{base}/{alias}/oauth2/v2.0/logout",
         "claims_supported": [
-            "sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name",
-            "tid", "ver", "at_hash", "c_hash", "email",
+            "sub",
+            "iss",
+            "cloud_instance_name",
+            "cloud_instance_host_name",
+            "cloud_graph_host_name",
+            "msgraph_host",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "acr",
+            "nonce",
+            "preferred_username",
+            "name",
+            "tid",
+            "ver",
+            "at_hash",
+            "c_hash",
+            "email",
         ],
         "kerberos_endpoint": f"{base}/{alias}/kerberos",
         "tenant_region_scope": info.tenant_region_scope,
@@ -81,8 +99,7 @@ def discovery_document(sandbox: Sandbox, base: str, alias: str, tid: str, cloud:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(data), status_code=status, media_type="application/json; charset=utf-8",
-                    headers=headers)
+    return Response(json.dumps(data), status_code=status, media_type="application/json; charset=utf-8", headers=headers)
 
 
 async def _identity_fault(sandbox: Sandbox, request: Request, stage: str) -> Response | None:
@@ -155,6 +172,32 @@ def _assertion_audiences(sandbox: Sandbox, request: Request, tenant: Tenant) -> 
     return out
 
 
+def _check_credential(  # noqa: PLR0917 - one call site, every argument is needed
+    sandbox: Sandbox,
+    request: Request,
+    tenant: Tenant,
+    app: App,
+    form: dict[str, str],
+    basic: tuple[str, str] | None,
+    now: float,
+) -> bool:
+    """Verify the secret or the certificate assertion; True when it was a certificate."""
+    assertion = form.get("client_assertion", "")
+    if assertion:
+        assertion_type = form.get("client_assertion_type", "")
+        if not assertion_type:
+            raise aadsts.missing_parameter("client_assertion_type")
+        if assertion_type != ASSERTION_TYPE:
+            raise aadsts.bad_assertion_type(assertion_type)
+        verify_assertion(assertion, app, audiences=_assertion_audiences(sandbox, request, tenant), now=now)
+        return True
+    secret = form.get("client_secret") or (basic[1] if basic else "")
+    if not secret:
+        raise aadsts.no_credential()
+    _check_secret(app, secret, now)
+    return False
+
+
 async def _issue(sandbox: Sandbox, request: Request, tenant_ident: str) -> Response:
     if tenant_ident.lower() in MULTI_TENANT:
         raise aadsts.no_tenant_for_client_credentials()
@@ -162,8 +205,7 @@ async def _issue(sandbox: Sandbox, request: Request, tenant_ident: str) -> Respo
     form = _form(await request.body())
     basic = _basic_credentials(request)
     client_id = form.get("client_id") or (basic[0] if basic else "")
-    for name, value in (("grant_type", form.get("grant_type")), ("client_id", client_id),
-                        ("scope", form.get("scope"))):
+    for name, value in (("grant_type", form.get("grant_type")), ("client_id", client_id), ("scope", form.get("scope"))):
         if not value:
             raise aadsts.missing_parameter(name)
     if form["grant_type"] != "client_credentials":
@@ -179,26 +221,22 @@ async def _issue(sandbox: Sandbox, request: Request, tenant_ident: str) -> Respo
         raise aadsts.app_disabled(app.client_id, app.display_name)
     audience = _resource_of(sandbox, request, form["scope"])
     now = sandbox.clock.now()
-    secret = form.get("client_secret") or (basic[1] if basic else "")
-    assertion = form.get("client_assertion", "")
-    if assertion:
-        assertion_type = form.get("client_assertion_type", "")
-        if not assertion_type:
-            raise aadsts.missing_parameter("client_assertion_type")
-        if assertion_type != ASSERTION_TYPE:
-            raise aadsts.bad_assertion_type(assertion_type)
-        verify_assertion(assertion, app, audiences=_assertion_audiences(sandbox, request, tenant), now=now)
-    elif secret:
-        _check_secret(app, secret, now)
-    else:
-        raise aadsts.no_credential()
+    certificate = _check_credential(sandbox, request, tenant, app, form, basic, now)
     issued = sandbox.tokens.issue(
-        tenant=tenant, app=app, audience=audience, now=now,
-        lifetime=sandbox.directory.token_lifetime, certificate=bool(assertion),
+        tenant=tenant,
+        app=app,
+        audience=audience,
+        now=now,
+        lifetime=sandbox.directory.token_lifetime,
+        certificate=certificate,
     )
     sandbox.stats.token_success += 1
-    body = {"token_type": "Bearer", "expires_in": issued.expires_in, "ext_expires_in": issued.expires_in,
-            "access_token": issued.access_token}
+    body = {
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "ext_expires_in": issued.expires_in,
+        "access_token": issued.access_token,
+    }
     headers = dict(NO_STORE)
     if request.headers.get("client-request-id"):
         headers["client-request-id"] = request.headers["client-request-id"]

@@ -41,7 +41,8 @@ def check_header_names(message: dict[str, Any]) -> None:
         name = str(item.get("name", "")) if isinstance(item, dict) else ""
         if not name.lower().startswith("x-"):
             raise GraphError(
-                400, "InvalidInternetMessageHeader",
+                400,
+                "InvalidInternetMessageHeader",
                 f"The internet message header name '{name}' should start with 'x-' or 'X-'.",
             )
 
@@ -69,7 +70,8 @@ def check_recipient_count(count: int) -> None:
     if count > MAX_RECIPIENTS:
         # [?] undocumented code; the limit itself is documented (500 per message).
         raise GraphError(
-            400, "ErrorTooManyRecipients",
+            400,
+            "ErrorTooManyRecipients",
             f"The message has {count} recipients; the maximum per message is {MAX_RECIPIENTS}.",
         )
 
@@ -124,9 +126,7 @@ def sender_of(message: dict[str, Any], mailbox: Mailbox) -> tuple[str, str]:
     return address, format_address(entry)
 
 
-def prepare(
-    message: dict[str, Any], mailbox: Mailbox, now: float, extra: tuple[AttachmentData, ...] = ()
-) -> Prepared:
+def prepare(message: dict[str, Any], mailbox: Mailbox, now: float, extra: tuple[AttachmentData, ...] = ()) -> Prepared:
     """Validate a JSON message the way Graph does and render the delivered RFC 5322 bytes."""
     if not isinstance(message, dict):
         raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")

@@ -28,9 +28,11 @@ from .state import Sandbox
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # each REST request is capped at 4 MB [obs]
 ROLE_SEND = "Mail.Send"
 ROLE_READWRITE = "Mail.ReadWrite"
-_FAULT_CODES = {429: ("TooManyRequests", "Please retry again later."),
-                503: ("ServiceUnavailable", "Service Unavailable"),
-                504: ("GatewayTimeout", "Gateway Timeout")}
+_FAULT_CODES = {
+    429: ("TooManyRequests", "Please retry again later."),
+    503: ("ServiceUnavailable", "Service Unavailable"),
+    504: ("GatewayTimeout", "Gateway Timeout"),
+}
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,15 @@ def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: str) ->
         raise GraphError(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
     if not mailbox.licensed:
         raise GraphError(
-            404, "MailboxNotEnabledForRESTAPI",
+            404,
+            "MailboxNotEnabledForRESTAPI",
             "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
         )
     policy = directory.policies.get(str(claims.get("appid", "")).lower())
     if policy is not None and not policy.allows(mailbox.address):
         raise GraphError(
-            403, "ErrorAccessDenied",
+            403,
+            "ErrorAccessDenied",
             "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
         )
     return roles, mailbox

@@ -84,8 +84,23 @@ def decode_words(value: str) -> str:
         return value
 
 
+_ANGLE_RE = re.compile(r"<([^<>]*)>")
+
+
 def address_list(values: list[str]) -> list[str]:
-    return [addr for _, addr in getaddresses(values) if addr]
+    """Addresses of To/Cc/Bcc/From values; plain lists skip the (slow) full RFC 5322 parser."""
+    out: list[str] = []
+    for value in values:
+        if '"' in value or "(" in value or ":" in value:
+            out.extend(addr for _, addr in getaddresses([value]) if addr)
+            continue
+        for raw_item in value.split(","):
+            item = raw_item.strip()
+            if not item:
+                continue
+            angle = _ANGLE_RE.search(item)
+            out.append(angle.group(1).strip() if angle else item)
+    return out
 
 
 @dataclass(frozen=True)
@@ -194,14 +209,20 @@ def build_message(
         kwargs: dict[str, Any] = {"maintype": maintype or "application", "subtype": subtype_ or "octet-stream"}
         if att.is_inline:
             msg.add_related(
-                att.data, filename=att.name, disposition="inline",
-                cid=f"<{att.content_id}>" if att.content_id else None, **kwargs,
+                att.data,
+                filename=att.name,
+                disposition="inline",
+                cid=f"<{att.content_id}>" if att.content_id else None,
+                **kwargs,
             )
     for att in attachments:
         if not att.is_inline:
             maintype, _, subtype_ = att.content_type.partition("/")
             msg.add_attachment(
-                att.data, maintype=maintype or "application", subtype=subtype_ or "octet-stream",
-                filename=att.name, cid=f"<{att.content_id}>" if att.content_id else None,
+                att.data,
+                maintype=maintype or "application",
+                subtype=subtype_ or "octet-stream",
+                filename=att.name,
+                cid=f"<{att.content_id}>" if att.content_id else None,
             )
     return msg.as_bytes()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import build_app
+from .clock import Clock
 from .directory import DEFAULT_TOKEN_LIFETIME
 from .pki import ensure_pki
 from .seed import demo_info, load_demo_seed, load_seed_file
@@ -38,6 +41,19 @@ def tracking_protocol(registry: ConnectionRegistry) -> type[H11Protocol]:
     return TrackingH11Protocol
 
 
+class _NotifyingServer(uvicorn.Server):
+    """uvicorn's server, calling back once the socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
+
+
 class SandboxServer:
     """A running sandbox: `start()` in a thread (tests), or `serve_forever()` in the foreground (CLI)."""
 
@@ -45,6 +61,7 @@ class SandboxServer:
         self,
         data_dir: Path,
         port: int = 0,
+        *,
         seed: Path | dict[str, Any] | None = None,
         demo: bool = False,
         latency_ms: float = 0,
@@ -66,15 +83,17 @@ class SandboxServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self.on_ready: Callable[[], None] | None = None
 
     def _seed(self) -> dict[str, Any]:
         source = self._seed_source
+        seed: dict[str, Any]
         if isinstance(source, dict):
-            seed = json.loads(json.dumps(source))
+            seed = copy.deepcopy(source)
         elif source is not None:
             seed = load_seed_file(Path(source))
         elif self.demo:
-            seed = load_demo_seed(self.data_dir, _clock_now())
+            seed = load_demo_seed(self.data_dir, Clock())
         else:
             seed = {}
         if self._token_lifetime != DEFAULT_TOKEN_LIFETIME or "token_lifetime" not in seed:
@@ -102,8 +121,6 @@ class SandboxServer:
         if self.demo and seed.get("tenants") and seed.get("apps"):
             self.demo_info = demo_info(seed, self.url, pki.ca_file)
             sandbox.demo_info = self.demo_info
-            (self.data_dir / DEMO_INFO_FILE).write_text(json.dumps(self.demo_info, indent=2), "utf-8")
-            (self.data_dir / DEMO_INFO_FILE).chmod(0o600)
         self.sandbox = sandbox
         config = uvicorn.Config(
             build_app(sandbox),
@@ -117,8 +134,17 @@ class SandboxServer:
             timeout_keep_alive=30,
             loop="asyncio",
         )
-        self._server = uvicorn.Server(config)
+        self._server = _NotifyingServer(config, self._started)
         return self._server
+
+    def _started(self) -> None:
+        """Written only once the port accepts connections, so scripts may poll for demo.json."""
+        if self.demo_info:
+            path = self.data_dir / DEMO_INFO_FILE
+            path.write_text(json.dumps(self.demo_info, indent=2), "utf-8")
+            path.chmod(0o600)  # it holds a secret value
+        if self.on_ready is not None:
+            self.on_ready()
 
     def start(self) -> SandboxServer:
         """Serve in a background thread; return once the port accepts connections."""
@@ -163,9 +189,3 @@ class SandboxServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def _clock_now() -> Any:
-    from .clock import Clock
-
-    return Clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import socket
 from dataclasses import dataclass
@@ -36,9 +37,9 @@ class ConnectionRegistry:
     """Open client connections by peer address, so a `reset` fault can abort the right one."""
 
     def __init__(self) -> None:
-        self._transports: dict[tuple[str, int], asyncio.BaseTransport] = {}
+        self._transports: dict[tuple[str, int], asyncio.Transport] = {}
 
-    def add(self, peer: tuple[str, int] | None, transport: asyncio.BaseTransport) -> None:
+    def add(self, peer: tuple[str, int] | None, transport: asyncio.Transport) -> None:
         if peer is not None:
             self._transports[peer] = transport
 
@@ -53,10 +54,8 @@ class ConnectionRegistry:
             return False
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            except OSError:
-                pass
         transport.abort()
         return True
 

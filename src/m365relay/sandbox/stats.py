@@ -6,8 +6,18 @@ from collections import Counter
 from typing import Any
 
 ENDPOINTS = (
-    "discovery", "jwks", "token", "adminconsent", "sendMail", "createDraft", "addAttachment",
-    "createUploadSession", "uploadChunk", "cancelUpload", "sendDraft", "graph_other",
+    "discovery",
+    "jwks",
+    "token",
+    "adminconsent",
+    "sendMail",
+    "createDraft",
+    "addAttachment",
+    "createUploadSession",
+    "uploadChunk",
+    "cancelUpload",
+    "sendDraft",
+    "graph_other",
 )
 THROTTLE_REASONS = ("concurrency", "request_budget", "recipient_budget", "injected")
 

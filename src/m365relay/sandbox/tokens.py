@@ -50,8 +50,15 @@ class TokenIssuer:
 
         return {
             "keys": [
-                {"kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid,
-                 "n": b64int(numbers.n), "e": b64int(numbers.e), "alg": "RS256"}
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "kid": self.kid,
+                    "x5t": self.kid,
+                    "n": b64int(numbers.n),
+                    "e": b64int(numbers.e),
+                    "alg": "RS256",
+                }
             ]
         }
 

@@ -17,9 +17,7 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 def make_templates() -> Environment:
     # Subjects and bodies come from whoever sends mail: always escape (autoescape on for .html).
-    return Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=select_autoescape(["html"], default=True)
-    )
+    return Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=select_autoescape(["html"], default=True))
 
 
 def routes(sandbox: Sandbox, templates: Environment) -> list[BaseRoute]:
