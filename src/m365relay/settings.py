@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from .errors import ValidationError
 
 MB = 1024 * 1024
 
@@ -156,14 +159,25 @@ def load_settings(config_file: Path | None = None, environ: dict[str, str] | Non
     path = config_file or (Path(env["M365RELAY_CONFIG"]) if env.get("M365RELAY_CONFIG") else None)
     file_values: dict[str, Any] = {}
     if path is not None:
-        file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+        if not path.is_file():
+            raise ValidationError("--config", f"settings file {str(path)!r} does not exist")
+        try:
+            file_values = TomlConfigSettingsSource(Settings, toml_file=path)()
+        except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+            raise ValidationError("--config", f"{str(path)!r} is not valid TOML: {exc}") from exc
     env_values = {
         key[len("M365RELAY_") :].lower(): value
         for key, value in env.items()
         if key.startswith("M365RELAY_") and key not in {"M365RELAY_CONFIG", "M365RELAY_TEST_DATABASE_URL"}
     }
     merged: dict[str, Any] = {**file_values, **_parse_env(env_values), **overrides}
-    return Settings(**merged)
+    try:
+        return Settings(**merged)
+    except PydanticValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise ValidationError(
+            "settings", problems, remedy="Check M365RELAY_* variables and the settings file (docs/settings.md)."
+        ) from exc
 
 
 def _parse_env(values: dict[str, str]) -> dict[str, Any]:

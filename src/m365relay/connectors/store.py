@@ -170,7 +170,7 @@ class ConnectorStore:
 
     # -- state, driven by the dispatcher ---------------------------------------------------------
 
-    def pause(self, connector_id: int, error: DeliveryError, next_probe_at: datetime) -> None:
+    def pause(self, connector_id: int, error: DeliveryError, next_probe_at: datetime, probe_attempts: int = 1) -> None:
         now = self.clock.now()
         with self.db.write() as session:
             row = session.get(ConnectorRow, connector_id)
@@ -192,7 +192,11 @@ class ConnectorStore:
             row.state_error_code = error.code
             row.state_remedy = error.remedy
             row.next_probe_at = next_probe_at
-            row.probe_attempts = (row.probe_attempts or 0) + 1
+            row.probe_attempts = probe_attempts
+
+    def set_next_probe(self, connector_id: int, when: datetime) -> None:
+        with self.db.write() as session:
+            session.execute(update(ConnectorRow).where(ConnectorRow.id == connector_id).values(next_probe_at=when))
 
     def resume(self, connector_id: int, *, actor: str = "dispatcher") -> bool:
         """Mark the connector active. Returns whether it was paused."""

@@ -1,0 +1,110 @@
+"""The ``m365relay`` command line. Every command has ``--help``; every failure is one clear line (plus the
+remedy) and a non-zero exit status — never a traceback.
+
+Exit statuses follow sysexits(3) where one fits, so scripts can tell failures apart:
+0 done · 1 failed · 2 usage error · 65 the message itself is bad (EX_DATAERR) · 69 Microsoft 365
+unavailable, try later (EX_UNAVAILABLE) · 75 temporary failure (EX_TEMPFAIL) · 78 the connector's setup is
+wrong (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, NoReturn
+
+import click
+import typer
+from rich.console import Console
+
+from ..errors import ConnectorError, M365RelayError, MessageError, TransientError, ValidationError
+from .state import CliState
+
+EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 65, 69, 75, 78
+
+app = typer.Typer(
+    name="m365relay",
+    help="Send an application's system mail from a Microsoft 365 mailbox through Microsoft Graph "
+    "(OAuth 2.0 client credentials) — over SMTP, HTTP or Python.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="TOML settings file (also M365RELAY_CONFIG).", metavar="FILE"),
+    ] = None,
+    home: Annotated[
+        str | None,
+        typer.Option("--home", help="Data directory (also M365RELAY_HOME; default ./.m365relay).", metavar="DIR"),
+    ] = None,
+) -> None:
+    state = CliState(config=config, home=home)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def exit_code_for(error: M365RelayError) -> int:
+    if isinstance(error, ConnectorError):
+        return EX_CONFIG
+    if isinstance(error, MessageError | ValidationError):
+        return EX_DATAERR
+    if isinstance(error, TransientError):
+        return EX_TEMPFAIL
+    return 1
+
+
+def report(error: M365RelayError) -> None:
+    err.print(f"[bold red]error:[/] {error.message}", markup=True, highlight=False)
+    if error.remedy:
+        err.print(f"[yellow]what to do:[/] {error.remedy}")
+    if isinstance(error, ValidationError):
+        for other in error.related:
+            err.print(f"[bold red]error:[/] {other.message}")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        result = app(args=argv, prog_name="m365relay", standalone_mode=False)
+    except M365RelayError as exc:
+        report(exc)
+        sys.exit(exit_code_for(exc))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("M365RELAY_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
+        err.print("run again with M365RELAY_DEBUG=1 to see the traceback, and please report it")
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _register() -> None:
+    """Attach the command groups (imported here so ``m365relay --help`` stays fast)."""
+    if getattr(_register, "done", False):
+        return
+    from . import connector, queue, sandbox, send
+
+    for module in (connector, send, queue, sandbox):
+        module.register(app)
+    _register.done = True  # type: ignore[attr-defined]

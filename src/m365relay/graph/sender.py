@@ -1,0 +1,252 @@
+"""GraphSender: hands one message to Microsoft Graph from a connector's mailbox (PROTOCOL.md §5).
+
+Which request it makes:
+
+* **MIME** ``POST /users/{mailbox}/sendMail`` with the base64 RFC 5322 message — the default, because it
+  keeps every header and the exact MIME layout;
+* **JSON** ``sendMail`` — when the caller asks for ``saveToSentItems=false`` (MIME sends always save);
+* **draft + upload sessions + send** — when the request would exceed Graph's 4 MB cap; this needs the
+  application permission Mail.ReadWrite, and without it the message fails with a remedy that says so.
+
+Every request carries a fresh ``client-request-id`` and every answer's ``request-id`` is recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..auth.tokens import AccessToken, TokenProvider
+from ..connectors.model import ConnectorConfig
+from ..errors import (
+    ConsentMissingError,
+    DeliveryError,
+    MessageTooLargeError,
+    PermissionMissingError,
+)
+from ..metrics import Metrics
+from ..net import async_client, translate_transport_error
+from .convert import convert
+from .mime import OutgoingMessage, align_recipients
+from .responses import translate_graph_error
+
+# Graph caps each REST request at 4 MB (PROTOCOL.md §5); stay a little under it for headers and JSON.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+REQUEST_MARGIN = 64 * 1024
+MAIL_SEND = "Mail.Send"
+MAIL_READWRITE = "Mail.ReadWrite"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    request_id: str | None  # Graph's request-id of the call that sent the message
+    client_request_id: str
+    method: str  # mime | json | upload
+    elapsed: float
+    request_ids: tuple[str, ...] = ()  # every Graph request-id of this send (drafts, uploads)
+    notes: tuple[str, ...] = ()  # things the admin may want to know (dropped headers, removed recipients)
+
+
+@dataclass
+class _Call:
+    """Shared state of one send: the token, the request ids, and the 401 retry allowance."""
+
+    connector: ConnectorConfig
+    token: AccessToken
+    client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request_ids: list[str] = field(default_factory=list)
+    retried_auth: bool = False
+
+
+class GraphSender:
+    def __init__(
+        self,
+        tokens: TokenProvider,
+        *,
+        metrics: Metrics | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.tokens = tokens
+        self.metrics = metrics
+        self.timeout = timeout
+        self.transport = transport
+        self.max_connections = max_connections
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def send(
+        self,
+        connector: ConnectorConfig,
+        message: OutgoingMessage | EmailMessage | bytes,
+        *,
+        envelope: list[str] | None = None,
+        save_to_sent_items: bool = True,
+    ) -> SendResult:
+        """Send ``message`` from the connector's mailbox. ``envelope`` (the SMTP RCPT TO list), when given,
+        decides exactly who receives it. Raises a ``DeliveryError`` subclass on failure."""
+        started = time.perf_counter()
+        outgoing = _outgoing(message)
+        notes: list[str] = []
+        if envelope is not None:
+            removed = align_recipients(outgoing, envelope)
+            if removed:
+                notes.append(f"not in the envelope, removed from the headers: {', '.join(removed)}")
+        if not outgoing.headers.get("From"):
+            outgoing.headers["From"] = connector.user_name
+        call = _Call(connector, await self._token(connector))
+        method = self._choose(outgoing, call.token, save_to_sent_items)
+        try:
+            if method == "mime":
+                response = await self._send_mime(call, outgoing)
+            elif method == "json":
+                response = await self._send_json(call, outgoing, notes)
+            else:
+                from .upload import send_via_upload
+
+                response = await send_via_upload(self, call, outgoing, notes)
+        except DeliveryError as exc:
+            self._count_error(connector, exc)
+            raise
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.send_seconds.labels(connector.name).observe(elapsed)
+        return SendResult(
+            request_id=response.headers.get("request-id"),
+            client_request_id=call.client_request_id,
+            method=method,
+            elapsed=elapsed,
+            request_ids=tuple(call.request_ids),
+            notes=tuple(notes),
+        )
+
+    # -- choosing the request --------------------------------------------------------------------
+
+    def _choose(self, outgoing: OutgoingMessage, token: AccessToken, save_to_sent_items: bool) -> str:
+        mime_request = 4 * ((outgoing.size + 2) // 3)  # base64 of the whole message
+        fits = mime_request <= MAX_REQUEST_BYTES - REQUEST_MARGIN
+        if fits:
+            return "mime" if save_to_sent_items else "json"
+        if token.roles is not None and MAIL_READWRITE not in token.roles:
+            limit_mb = (MAX_REQUEST_BYTES - REQUEST_MARGIN) * 3 / 4 / 1_000_000
+            raise MessageTooLargeError(
+                f"the message is {outgoing.size / 1_000_000:.1f} MB; one Graph request carries at most "
+                f"{limit_mb:.1f} MB of mail, and larger mail needs the Mail.ReadWrite permission",
+                remedy=(
+                    "To send messages over about 3 MB, add the Microsoft Graph application permission "
+                    "Mail.ReadWrite to the app (API permissions > Add a permission > Microsoft Graph > "
+                    "Application permissions > Mail.ReadWrite) and grant admin consent; m365relay then "
+                    f"uploads large attachments in chunks. Otherwise keep messages under {limit_mb:.1f} MB."
+                ),
+            )
+        return "upload"
+
+    # -- the requests ----------------------------------------------------------------------------
+
+    async def _send_mime(self, call: _Call, outgoing: OutgoingMessage) -> httpx.Response:
+        body = base64.b64encode(outgoing.to_bytes())
+        return await self.request(call, "POST", "sendMail", content=body, headers={"Content-Type": "text/plain"})
+
+    async def _send_json(self, call: _Call, outgoing: OutgoingMessage, notes: list[str]) -> httpx.Response:
+        from .convert import attachment_json
+
+        converted = convert(outgoing, call.connector.user_name)
+        if converted.dropped_headers:
+            notes.append(f"headers Graph's JSON cannot carry were dropped: {', '.join(converted.dropped_headers)}")
+        message = dict(converted.message)
+        message["attachments"] = [attachment_json(outgoing.body, a) for a in converted.attachments]
+        payload = json.dumps({"message": message, "saveToSentItems": False}).encode()
+        return await self.request(
+            call, "POST", "sendMail", content=payload, headers={"Content-Type": "application/json"}
+        )
+
+    async def request(
+        self,
+        call: _Call,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        absolute_url: str | None = None,
+        authorize: bool = True,
+    ) -> httpx.Response:
+        """One Graph request. 401 is retried once with a fresh token; other failures raise ``DeliveryError``."""
+        connector = call.connector
+        url = absolute_url or f"{connector.cloud.graph_url}/v1.0/users/{quote(connector.user_name)}/{path}"
+        all_headers = {"client-request-id": call.client_request_id, "return-client-request-id": "true"}
+        all_headers.update(headers or {})
+        if authorize:
+            all_headers["Authorization"] = f"Bearer {call.token.value.reveal()}"
+        client = self._client(connector)
+        if self.metrics is not None:
+            self.metrics.graph_requests.labels(connector.name, path.rsplit("/", 1)[-1] or path).inc()
+        try:
+            response = await client.request(method, url, content=content, headers=all_headers)
+        except httpx.TransportError as exc:
+            raise translate_transport_error(exc, f"Graph {path}") from exc
+        if request_id := response.headers.get("request-id"):
+            call.request_ids.append(request_id)
+        if response.status_code == 401 and authorize and not call.retried_auth:
+            # A revoked or skewed token: forget it, get a fresh one, try once more.
+            call.retried_auth = True
+            self.tokens.invalidate(connector.id)
+            call.token = await self._token(connector)
+            return await self.request(call, method, path, content=content, headers=headers, absolute_url=absolute_url)
+        if response.status_code >= 400:
+            raise translate_graph_error(response, path.rsplit("/", 1)[-1] if "/" in path else path)
+        return response
+
+    async def check_token(self, connector: ConnectorConfig) -> AccessToken:
+        """Get a token and check its permissions, without sending anything (probes, the doctor)."""
+        return await self._token(connector)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _token(self, connector: ConnectorConfig) -> AccessToken:
+        token = await self.tokens.acquire_async(connector)
+        # Reading roles tells "consent missing" apart before any mail is sent (PROTOCOL.md §2).
+        if token.roles is not None and not token.roles:
+            raise ConsentMissingError("the access token carries no application permissions (roles claim absent)")
+        if token.roles is not None and MAIL_SEND not in token.roles:
+            raise PermissionMissingError(
+                f"the access token's permissions ({', '.join(token.roles)}) do not include Mail.Send"
+            )
+        return token
+
+    def _client(self, connector: ConnectorConfig) -> httpx.AsyncClient:
+        key = str(connector.cloud.ca_file)
+        client = self._clients.get(key)
+        if client is None:
+            client = async_client(connector.cloud.ca_file, self.timeout, self.transport, self.max_connections)
+            self._clients[key] = client
+        return client
+
+    def _count_error(self, connector: ConnectorConfig, error: DeliveryError) -> None:
+        if self.metrics is not None:
+            self.metrics.graph_errors.labels(connector.name, error.code or error.kind).inc()
+
+
+def _outgoing(message: OutgoingMessage | EmailMessage | bytes) -> OutgoingMessage:
+    if isinstance(message, OutgoingMessage):
+        return message
+    if isinstance(message, bytes):
+        return OutgoingMessage.from_bytes(message)
+    return OutgoingMessage.from_message(message)
+
+
+def json_body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()

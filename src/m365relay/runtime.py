@@ -1,0 +1,94 @@
+"""The objects one m365relay process works with, built once from the settings and passed around.
+
+No module keeps a global engine, outbox or registry (STYLE.md §8): the CLI, ``serve`` and the tests each
+build a Runtime and hand its parts to whoever needs them.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from .auth import TokenProvider
+from .clock import Clock, SystemClock
+from .connectors import ConnectorConfig, ConnectorStore, SecretBox
+from .db import Database, upgrade
+from .dispatch import BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy, SharedGate
+from .graph import GraphSender
+from .metrics import Metrics
+from .outbox import Outbox
+from .settings import Settings
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.effective_database_url)
+        if migrate:
+            upgrade(self.db)
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self.box = SecretBox.from_settings(secret_key, settings.home)
+        self.metrics = Metrics()
+        self.connectors = ConnectorStore(self.db, self.box, self.clock)
+        self.tokens = TokenProvider(clock=self.clock, on_request=self._count_token)
+
+    @cached_property
+    def sender(self) -> GraphSender:
+        return GraphSender(self.tokens, metrics=self.metrics, timeout=self.settings.graph_timeout)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.db, clock=self.clock, max_queue_lifetime=self.settings.max_queue_lifetime)
+
+    def retry_policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(
+            base=s.retry_base_seconds,
+            maximum=s.retry_max_seconds,
+            lifetime=s.max_queue_lifetime_delta,
+            probe_base=s.probe_base_seconds,
+            probe_max=s.probe_max_seconds,
+        )
+
+    def dispatcher(self, *, owner: str | None = None) -> Dispatcher:
+        """A dispatcher for this process. On PostgreSQL the in-flight limit is shared by all processes."""
+        s = self.settings
+        dispatcher = Dispatcher(
+            outbox=self.outbox,
+            connectors=self.connectors,
+            sender=self.sender,
+            tokens=self.tokens,
+            policy=self.retry_policy(),
+            budgets=Budgets(
+                self.db,
+                self.clock,
+                BudgetLimits(s.request_budget, s.request_budget_window, s.recipient_budget, s.recipient_budget_window),
+            ),
+            clock=self.clock,
+            metrics=self.metrics,
+            lease_seconds=s.lease_seconds,
+            poll_interval=s.poll_interval,
+            concurrency=s.worker_concurrency,
+            shutdown_grace=s.graph_timeout + 5,
+            owner=owner,
+        )
+        if self.db.is_postgres:
+            dispatcher.gate = SharedGate(
+                self.db, self.clock, s.max_in_flight_per_mailbox, dispatcher.owner, s.lease_seconds
+            )
+        else:
+            dispatcher.gate = LocalGate(s.max_in_flight_per_mailbox)
+        return dispatcher
+
+    def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:
+        self.metrics.token_requests.labels(connector.name, outcome).inc()
+
+    async def aclose(self) -> None:
+        if "sender" in self.__dict__:
+            await self.sender.aclose()
+        self.close()
+
+    def close(self) -> None:
+        self.tokens.close()
+        self.db.dispose()
