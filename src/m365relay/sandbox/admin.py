@@ -313,5 +313,11 @@ def _mail_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]:
 
 
 def routes(sandbox: Sandbox) -> list[BaseRoute]:
-    table = _directory_routes(sandbox) + _credential_routes(sandbox) + _runtime_routes(sandbox) + _mail_routes(sandbox)
+    table = [
+        *_directory_routes(sandbox),
+        *_mailbox_routes(sandbox),
+        *_credential_routes(sandbox),
+        *_runtime_routes(sandbox),
+        *_mail_routes(sandbox),
+    ]
     return [Route("/_sandbox" + path, _guarded(handler), methods=methods) for path, methods, handler in table]

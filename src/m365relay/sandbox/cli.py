@@ -36,7 +36,7 @@ def _announce(server: SandboxServer) -> None:
     typer.echo("Press Ctrl+C to stop.")
 
 
-def sandbox(  # noqa: PLR0917 - typer maps each option to a parameter
+def sandbox(
     port: Annotated[int, typer.Option(help="HTTPS port on 127.0.0.1 (0 picks a free one).")] = DEFAULT_PORT,
     data: Annotated[Path, typer.Option(help="Directory for the CA, keys and demo.json.")] = DEFAULT_DATA,
     seed: Annotated[

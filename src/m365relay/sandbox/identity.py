@@ -172,7 +172,7 @@ def _assertion_audiences(sandbox: Sandbox, request: Request, tenant: Tenant) -> 
     return out
 
 
-def _check_credential(  # noqa: PLR0917 - one call site, every argument is needed
+def _check_credential(
     sandbox: Sandbox,
     request: Request,
     tenant: Tenant,
