@@ -53,6 +53,15 @@ def test_secrets_lifecycle(sandbox: SandboxServer, sandbox_api: httpx.Client) ->
     assert chosen["value"] == "abcQ~chosen1"
 
 
+def test_seeded_secret_defaults(sandbox: SandboxServer, sandbox_api: httpx.Client) -> None:
+    app = sandbox_api.post("/_sandbox/apps", json={"granted_roles": ["Mail.Send"], "secrets": [{"value": "abcQ~x1"}]})
+    assert app.status_code == 201, app.text
+    [secret] = app.json()["secrets"]
+    assert secret["secret_id"] and secret["expires_at"] > "2027"
+    response = token_request(sandbox_api, sandbox, client_id=app.json()["client_id"], client_secret="abcQ~x1")
+    assert response.status_code == 200
+
+
 def test_certificate_delete(sandbox: SandboxServer, sandbox_api: httpx.Client) -> None:
     client_id = sandbox.demo_info["client_id"]
     cert = make_certificate()

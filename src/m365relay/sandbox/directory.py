@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -21,6 +21,7 @@ from .pki import thumbprints
 
 DEFAULT_MAX_MESSAGE_SIZE = 36_700_160  # 35 MB, the Exchange Online default
 DEFAULT_TOKEN_LIFETIME = 3599
+DEFAULT_SECRET_LIFETIME = timedelta(days=730)  # the portal's maximum, 24 months
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _NAMESPACE = uuid.UUID("6f1d3c52-8a0e-4e7b-9d51-3c7a2b0e9f14")
 
@@ -222,14 +223,17 @@ def parse_tenant(data: dict[str, Any]) -> Tenant:
     return Tenant(_guid(data.get("id"), "tenant id"), domains, cloud)
 
 
-def parse_secret(data: dict[str, Any]) -> Secret:
+def parse_secret(data: dict[str, Any], client_id: str = "") -> Secret:
+    """A secret; without `secret_id` one is derived from the value, without `expires_at` 24 months."""
     value = data.get("value")
     if not isinstance(value, str) or not value:
         raise ValueError("secret value must be a non-empty string")
     expires = data.get("expires_at")
-    if not isinstance(expires, str):
+    if expires is not None and not isinstance(expires, str):
         raise ValueError("secret expires_at must be an ISO-8601 string")
-    return Secret(_guid(data.get("secret_id"), "secret_id"), value, parse_iso(expires))
+    secret_id = data.get("secret_id") or stable_guid("secret", client_id, value)
+    expiry = parse_iso(expires) if expires else datetime.now(UTC) + DEFAULT_SECRET_LIFETIME
+    return Secret(_guid(secret_id, "secret_id"), value, expiry)
 
 
 def parse_app(data: dict[str, Any]) -> App:
@@ -246,7 +250,7 @@ def parse_app(data: dict[str, Any]) -> App:
         redirect_uris=_strs(data.get("redirect_uris"), "redirect_uris"),
         requested_permissions=_strs(data.get("requested_permissions", ["Mail.Send"]), "requested_permissions"),
         granted_roles=_strs(data.get("granted_roles"), "granted_roles"),
-        secrets=tuple(parse_secret(s) for s in data.get("secrets") or []),
+        secrets=tuple(parse_secret(s, client_id) for s in data.get("secrets") or []),
         certificates=certificates,
         object_id=str(data.get("object_id") or stable_guid("sp", tenant, client_id)),
     )
