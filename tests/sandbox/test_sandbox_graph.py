@@ -177,6 +177,11 @@ def test_user_by_object_id_and_case(sandbox_api: httpx.Client, mailbox: str, acc
     assert send_json(sandbox_api, mailbox.upper(), access_token, simple_message()).status_code == 202
 
 
+def test_graph_segments_are_case_insensitive(sandbox_api: httpx.Client, mailbox: str, access_token: str) -> None:
+    response = sandbox_api.post(f"/v1.0/Users/{mailbox}/SENDMAIL", json=simple_message(), headers=bearer(access_token))
+    assert response.status_code == 202
+
+
 def test_send_as(sandbox_api: httpx.Client, mailbox: str, access_token: str) -> None:
     other = "sales@contoso.onmicrosoft.com"
     denied = send_json(
