@@ -52,7 +52,11 @@ class RecordingHttpClient:
     def post(
         self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any
     ) -> httpx.Response:
-        return self._keep(self.client.post(url, params=params, data=data, headers=headers))
+        if isinstance(data, dict):
+            # MSAL hands the client assertion over as bytes; httpx would form-encode that as "b'…'".
+            form = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
+            return self._keep(self.client.post(url, params=params, data=form, headers=headers))
+        return self._keep(self.client.post(url, params=params, content=data, headers=headers))
 
     def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> httpx.Response:
         return self._keep(self.client.get(url, params=params, headers=headers))
