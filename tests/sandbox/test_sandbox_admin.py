@@ -168,6 +168,11 @@ def test_seed_file_and_lifetime(tmp_path: Path) -> None:
         }
         response = httpx.post(f"{server.url}/{tid}/oauth2/v2.0/token", data=form, verify=ctx)
         assert response.json()["expires_in"] == 900
+    toml_seed = tmp_path / "seed.toml"
+    toml_seed.write_text(f'[[tenants]]\nid = "{tid}"\ndomains = ["toml.example"]\n')
+    with SandboxServer(tmp_path / "data", seed=toml_seed) as server:
+        doc = httpx.get(f"{server.url}/toml.example/v2.0/.well-known/openid-configuration", verify=ctx)
+        assert doc.json()["issuer"].endswith(f"/{tid}/v2.0")
 
 
 def test_command_line(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ async def _create_draft(call: Call) -> Response:
     message = await _json_body(call)
     check_header_names(message)
     draft = Draft(_new_id(), call.mailbox.address, call.client_id, call.sandbox.clock.now(), message)
-    call.sandbox.drafts.drafts[draft.id] = draft
+    call.sandbox.drafts.add_draft(draft)
     return json_response(_draft_json(call.sandbox, draft), 201)
 
 
@@ -160,7 +160,7 @@ async def _create_upload_session(call: Call) -> Response:
         content_id=str(ci_get(item, "contentId")) if ci_get(item, "contentId") else None,
         expires=sandbox.clock.now() + SESSION_LIFETIME,
     )
-    sandbox.drafts.sessions[session.token] = session
+    sandbox.drafts.add_session(session, sandbox.clock.now())
     body = {
         "@odata.context": f"{sandbox.base_url}/v1.0/$metadata#microsoft.graph.uploadSession",
         "uploadUrl": _upload_url(sandbox, call, session),

@@ -35,10 +35,24 @@ class UploadSession:
     received: bytearray = field(default_factory=bytearray)
 
 
+MAX_DRAFTS = 10_000  # a client that never sends its drafts must not grow the sandbox forever
+
+
 class DraftStore:
     def __init__(self) -> None:
         self.drafts: dict[str, Draft] = {}
         self.sessions: dict[str, UploadSession] = {}
+
+    def add_draft(self, draft: Draft) -> None:
+        self.drafts[draft.id] = draft
+        while len(self.drafts) > MAX_DRAFTS:
+            del self.drafts[next(iter(self.drafts))]
+
+    def add_session(self, session: UploadSession, now: float) -> None:
+        """Register a session, forgetting the expired ones (they hold up to 150 MB each)."""
+        for token in [t for t, s in self.sessions.items() if s.expires < now]:
+            del self.sessions[token]
+        self.sessions[session.token] = session
 
     def clear(self) -> None:
         self.drafts.clear()
