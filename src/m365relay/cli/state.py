@@ -27,6 +27,11 @@ class CliState:
     def settings(self) -> Settings:
         return self.settings_with()
 
+    def override(self, **values: Any) -> None:
+        """Apply command-line flags to the settings (before the runtime is opened)."""
+        assert self._runtime is None, "settings must be overridden before the runtime opens"
+        self.__dict__["settings"] = self.settings_with(**values)
+
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:

@@ -1,0 +1,88 @@
+"""``m365relay serve``: the SMTP relay, the HTTP app and the dispatcher in one process, stopped cleanly by
+SIGTERM/SIGINT (the dispatcher finishes or releases in-flight mail; nothing accepted is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+
+from .runtime import Runtime
+from .web import create_app
+
+log = logging.getLogger("m365relay.serve")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    http_url: str | None
+    smtp_host: str | None
+    smtp_port: int | None
+
+
+async def serve(
+    runtime: Runtime,
+    stop: asyncio.Event,
+    *,
+    with_http: bool = True,
+    with_smtp: bool = True,
+    with_worker: bool = True,
+    on_ready: Callable[[Endpoints], None] | None = None,
+) -> None:
+    s = runtime.settings
+    dispatcher = runtime.dispatcher() if with_worker else None
+    tasks: list[asyncio.Task[None]] = []
+    http_server: uvicorn.Server | None = None
+    smtp_server = None
+    try:
+        if dispatcher is not None:
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        if with_http:
+            config = uvicorn.Config(
+                create_app(runtime, dispatcher=dispatcher), host=s.http_host, port=s.http_port,
+                log_level="warning", access_log=False, lifespan="on", server_header=False,
+            )  # fmt: skip
+            http_server = uvicorn.Server(config)
+            http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(http_server.serve(), name="http"))
+            while not http_server.started:
+                if tasks[-1].done():
+                    tasks[-1].result()  # raises the bind error
+                await asyncio.sleep(0.02)
+        if with_smtp:
+            from .ingress.smtp import SmtpServer
+
+            smtp_server = SmtpServer(runtime)
+            await smtp_server.start()
+        if on_ready is not None:
+            on_ready(
+                Endpoints(
+                    http_url=f"http://{s.http_host}:{_bound_port(http_server) or s.http_port}" if http_server else None,
+                    smtp_host=s.smtp_host if smtp_server else None,
+                    smtp_port=smtp_server.port if smtp_server else None,
+                )
+            )
+        await stop.wait()
+    finally:
+        stop.set()
+        if smtp_server is not None:
+            await smtp_server.stop()
+        if http_server is not None:
+            http_server.should_exit = True
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runtime.sender.aclose()
+
+
+def _bound_port(server: uvicorn.Server | None) -> int | None:
+    if server is None or not server.servers:
+        return None
+    for listener in server.servers:
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return None
