@@ -308,6 +308,15 @@ def test_too_many_recipients(sandbox_api: httpx.Client, mailbox: str, access_tok
     assert send_json(sandbox_api, mailbox, access_token, simple_message(to=to[:500])).status_code == 202
 
 
+def test_no_header_injection_through_json(sandbox_api: httpx.Client, mailbox: str, access_token: str) -> None:
+    payload = simple_message(subject="Hi\r\nBcc: victim@example.com")
+    assert send_json(sandbox_api, mailbox, access_token, payload).status_code == 202
+    [summary] = captured(sandbox_api)
+    parsed = raw_of(sandbox_api, summary["id"])
+    assert parsed["Bcc"] is None
+    assert "victim@example.com" in parsed["Subject"]
+
+
 def test_header_names_must_start_with_x(sandbox_api: httpx.Client, mailbox: str, access_token: str) -> None:
     payload = simple_message(internetMessageHeaders=[{"name": "Custom", "value": "v"}])
     error = assert_envelope(send_json(sandbox_api, mailbox, access_token, payload), 400, "InvalidInternetMessageHeader")

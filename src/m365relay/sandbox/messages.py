@@ -142,9 +142,12 @@ def prepare(message: dict[str, Any], mailbox: Mailbox, now: float, extra: tuple[
         raise GraphError(400, "BadRequest", "attachments must be a collection.")
     attachments = [parse_attachment(a) for a in raw_attachments] + list(extra)
     message_id = new_message_id(mailbox)
-    raw = build_message(
-        _normalised(message), from_header=from_header, date=now, message_id=message_id, attachments=attachments
-    )
+    try:
+        raw = build_message(
+            _normalised(message), from_header=from_header, date=now, message_id=message_id, attachments=attachments
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise GraphError(400, "BadRequest", f"The message could not be rendered: {exc}") from exc
     return Prepared(raw, from_address, to, cc, bcc, str(ci_get(message, "subject") or ""), message_id, attachments)
 
 

@@ -12,6 +12,7 @@ import binascii
 import email.policy
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -175,6 +176,47 @@ class AttachmentData:
         }
 
 
+def _one_line(value: Any) -> str:
+    # Exchange does not let a JSON property smuggle extra header lines in.
+    return re.sub(r"[\r\n]+", " ", str(value))
+
+
+def _headers(msg: EmailMessage, message: dict[str, Any], from_header: str, date: float, message_id: str) -> None:
+    msg["From"] = from_header
+    for header, key in (("To", "toRecipients"), ("Cc", "ccRecipients"), ("Reply-To", "replyTo")):
+        entries = message.get(key) or []
+        if entries:
+            msg[header] = ", ".join(format_address(e) for e in entries)
+    msg["Subject"] = _one_line(message.get("subject") or "")
+    msg["Date"] = format_datetime(datetime.fromtimestamp(date, tz=UTC))
+    msg["Message-ID"] = message_id
+    importance = str(message.get("importance") or "normal").lower()
+    if importance in ("low", "high"):
+        msg["Importance"] = importance
+        msg["X-Priority"] = "1" if importance == "high" else "5"
+    for item in message.get("internetMessageHeaders") or []:
+        msg[_one_line(item["name"])] = _one_line(item.get("value", ""))
+
+
+def _attach(msg: EmailMessage, attachments: list[AttachmentData]) -> None:
+    """Inline parts first (multipart/related with the body), then the others (multipart/mixed)."""
+    for inline in (True, False):
+        for att in attachments:
+            if att.is_inline != inline:
+                continue
+            maintype, _, subtype = att.content_type.partition("/")
+            kwargs: dict[str, Any] = {
+                "maintype": maintype or "application",
+                "subtype": subtype or "octet-stream",
+                "filename": att.name,
+                "cid": f"<{att.content_id}>" if att.content_id else None,
+            }
+            if inline:
+                msg.add_related(att.data, disposition="inline", **kwargs)
+            else:
+                msg.add_attachment(att.data, **kwargs)
+
+
 def build_message(
     message: dict[str, Any],
     *,
@@ -184,45 +226,10 @@ def build_message(
     attachments: list[AttachmentData],
 ) -> bytes:
     """The RFC 5322 message Exchange would deliver for a Graph JSON message (Bcc omitted)."""
-    from datetime import UTC, datetime
-
     msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = from_header
-    for header, key in (("To", "toRecipients"), ("Cc", "ccRecipients"), ("Reply-To", "replyTo")):
-        entries = message.get(key) or []
-        if entries:
-            msg[header] = ", ".join(format_address(e) for e in entries)
-    msg["Subject"] = str(message.get("subject") or "")
-    msg["Date"] = format_datetime(datetime.fromtimestamp(date, tz=UTC))
-    msg["Message-ID"] = message_id
-    importance = str(message.get("importance") or "normal").lower()
-    if importance in ("low", "high"):
-        msg["Importance"] = importance
-        msg["X-Priority"] = "1" if importance == "high" else "5"
-    for item in message.get("internetMessageHeaders") or []:
-        msg[str(item["name"])] = str(item.get("value", ""))
+    _headers(msg, message, from_header, date, message_id)
     body = message.get("body") or {}
     subtype = "html" if str(body.get("contentType", "text")).lower() == "html" else "plain"
     msg.set_content(str(body.get("content") or ""), subtype=subtype, charset="utf-8")
-    for att in attachments:
-        maintype, _, subtype_ = att.content_type.partition("/")
-        kwargs: dict[str, Any] = {"maintype": maintype or "application", "subtype": subtype_ or "octet-stream"}
-        if att.is_inline:
-            msg.add_related(
-                att.data,
-                filename=att.name,
-                disposition="inline",
-                cid=f"<{att.content_id}>" if att.content_id else None,
-                **kwargs,
-            )
-    for att in attachments:
-        if not att.is_inline:
-            maintype, _, subtype_ = att.content_type.partition("/")
-            msg.add_attachment(
-                att.data,
-                maintype=maintype or "application",
-                subtype=subtype_ or "octet-stream",
-                filename=att.name,
-                cid=f"<{att.content_id}>" if att.content_id else None,
-            )
+    _attach(msg, attachments)
     return msg.as_bytes()
