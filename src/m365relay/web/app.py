@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from .. import __version__
+from . import health, metrics
+from .api.factory import PREFIX, create_api
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher
@@ -19,10 +20,9 @@ def create_app(runtime: Runtime, *, dispatcher: Dispatcher | None = None) -> Fas
     app = FastAPI(title="m365relay", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
-        """The process is up (liveness). Readiness — database, connectors — is /readyz."""
-        return JSONResponse({"status": "ok", "version": __version__})
-
+    app.state.metrics_registry = metrics.database_registry(runtime)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.state.api = create_api(runtime)
+    app.mount(PREFIX, app.state.api)
     return app

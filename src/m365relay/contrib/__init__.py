@@ -1,0 +1,1 @@
+"""Integrations of m365relay with other frameworks (Django). Each imports its framework lazily."""

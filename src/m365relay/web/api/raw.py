@@ -1,0 +1,106 @@
+"""``POST /messages/raw``: a ready RFC 5322 message (``message/rfc822``), streamed to a spool file as it
+arrives — never held whole in memory when large — then committed like any other message. Envelope
+recipients (``to``) decide delivery as SMTP's RCPT TO would; without them the To/Cc/Bcc headers do."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ...access.api_keys import ApiKey
+from ...errors import ValidationError
+from ...graph.mime import OutgoingMessage
+from ..problems import ProblemError
+from .context import Context, require
+from .ingest import Submission, accept, canonical_hash
+from .messages import IdempotencyKey
+from .models import MessageAccepted, problem_responses
+
+router = APIRouter(tags=["messages"])
+
+MEDIA_TYPE = "message/rfc822"
+SPOOL_IN_MEMORY = 4 * 1024 * 1024  # larger bodies go to a temporary file
+ENVELOPE_ADDRESS = re.compile(r"^[^\s@<>(),;:\"\[\]\\]+@[^\s@<>(),;:\"\[\]\\]+\.[^\s@<>(),;:\"\[\]\\]+$")
+
+RAW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The message as RFC 5322 bytes (CRLF or LF line ends), e.g. an .eml file.",
+        "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/messages/raw",
+    status_code=202,
+    response_model=MessageAccepted,
+    summary="Send a ready RFC 5322 message",
+    openapi_extra=RAW_BODY,
+    responses=problem_responses(409, 413, 415, 422, 503),
+)
+async def post_raw(
+    request: Request,
+    response: Response,
+    context: Context,
+    key: Annotated[ApiKey, Depends(require("send"))],
+    connector: Annotated[str | None, Query(max_length=64, description="Connector name; default: `default`.")] = None,
+    to: Annotated[
+        list[str] | None,
+        Query(max_length=500, description="Envelope recipients (repeat `to=`); default: the To/Cc/Bcc headers."),
+    ] = None,
+    save_to_sent_items: Annotated[bool, Query(description="Keep a copy in Sent Items.")] = True,
+    idempotency_key: IdempotencyKey = None,
+) -> MessageAccepted:
+    """Queue a complete message as it is (headers, MIME structure and all). Bcc headers are honoured and never
+    shown to recipients; with `to`, exactly those addresses receive it."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != MEDIA_TYPE:
+        raise ProblemError(
+            "unsupported-media-type",
+            f"send the message with Content-Type: {MEDIA_TYPE} (got {media_type or 'none'}); "
+            "JSON messages go to POST /messages",
+        )
+    envelope = _envelope(to)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed below
+    try:
+        digest = hashlib.sha256()
+        async for chunk in request.stream():  # the body limit is enforced on this stream
+            spool.write(chunk)
+            digest.update(chunk)
+        if spool.tell() == 0:
+            raise ValidationError("body", "the message is empty", key="body")
+        document = {"raw": digest.hexdigest(), "to": envelope, "save_to_sent_items": save_to_sent_items}
+        submission = Submission(
+            connector=connector,
+            build=lambda _config: _parse(spool),
+            envelope=envelope,
+            save_to_sent_items=save_to_sent_items,
+            idempotency_key=idempotency_key,
+            content_hash=canonical_hash(document),
+        )
+        return await accept(request, response, context, key, submission)
+    finally:
+        spool.close()
+
+
+def _parse(spool: Any) -> OutgoingMessage:
+    spool.seek(0)
+    return OutgoingMessage.from_stream(spool)
+
+
+def _envelope(addresses: list[str] | None) -> list[str] | None:
+    if not addresses:
+        return None
+    errors = [
+        ValidationError(f"to[{i}]", f"{a!r} is not an e-mail address (give the bare address)", key=f"to[{i}]")
+        for i, a in enumerate(addresses)
+        if not ENVELOPE_ADDRESS.match(a.strip())
+    ]
+    if errors:
+        raise ValidationError.combine(errors)
+    return [a.strip() for a in addresses]
