@@ -12,8 +12,10 @@ from .auth import TokenProvider
 from .clock import Clock, SystemClock
 from .connectors import ConnectorConfig, ConnectorStore, SecretBox
 from .db import Database, upgrade
-from .dispatch import BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy, SharedGate
+from .db.groupcommit import GroupCommitter
+from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
 from .graph import GraphSender
+from .lifecycle import ExpiryWatch
 from .metrics import Metrics
 from .outbox import Outbox
 from .settings import Settings
@@ -32,6 +34,8 @@ class Runtime:
         self.metrics = Metrics()
         self.connectors = ConnectorStore(self.db, self.box, self.clock)
         self.tokens = TokenProvider(clock=self.clock, on_request=self._count_token)
+        # Writes from concurrent callers (SMTP sessions, API requests, dispatcher acks) share commits.
+        self.committer = GroupCommitter(self.db)
 
     @cached_property
     def sender(self) -> GraphSender:
@@ -39,7 +43,9 @@ class Runtime:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.db, clock=self.clock, max_queue_lifetime=self.settings.max_queue_lifetime)
+        return Outbox(
+            self.db, clock=self.clock, max_queue_lifetime=self.settings.max_queue_lifetime, committer=self.committer
+        )
 
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
@@ -54,7 +60,8 @@ class Runtime:
     def dispatcher(self, *, owner: str | None = None) -> Dispatcher:
         """A dispatcher for this process. On PostgreSQL the in-flight limit is shared by all processes."""
         s = self.settings
-        dispatcher = Dispatcher(
+        capacity = s.max_in_flight_per_mailbox
+        return Dispatcher(
             outbox=self.outbox,
             connectors=self.connectors,
             sender=self.sender,
@@ -72,14 +79,9 @@ class Runtime:
             concurrency=s.worker_concurrency,
             shutdown_grace=s.graph_timeout + 5,
             owner=owner,
+            expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
+            gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
         )
-        if self.db.is_postgres:
-            dispatcher.gate = SharedGate(
-                self.db, self.clock, s.max_in_flight_per_mailbox, dispatcher.owner, s.lease_seconds
-            )
-        else:
-            dispatcher.gate = LocalGate(s.max_in_flight_per_mailbox)
-        return dispatcher
 
     def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:
         self.metrics.token_requests.labels(connector.name, outcome).inc()
@@ -90,5 +92,6 @@ class Runtime:
         self.close()
 
     def close(self) -> None:
+        self.committer.close()
         self.tokens.close()
         self.db.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,15 @@ def drain(runtime: Runtime, seconds: float = 60) -> Dispatcher:
     return run_until(runtime, lambda: runtime.outbox.pending_count() == 0, seconds=seconds)
 
 
-def run_until(runtime: Runtime, condition: Callable[[], bool], *, seconds: float = 60,
-              between: Callable[[], Awaitable[None]] | None = None) -> Dispatcher:  # fmt: skip
+def run_until(
+    runtime: Runtime,
+    condition: Callable[[], bool],
+    *,
+    seconds: float = 60,
+    dispatcher: Dispatcher | None = None,
+) -> Dispatcher:
     """Run the dispatcher's real loop until ``condition()`` holds."""
-    dispatcher = runtime.dispatcher()
+    dispatcher = dispatcher or runtime.dispatcher()
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -48,8 +53,6 @@ def run_until(runtime: Runtime, condition: Callable[[], bool], *, seconds: float
                     if task.done():
                         task.result()
                     await asyncio.sleep(0.02)
-                    if between is not None:
-                        await between()
         finally:
             stop.set()
             await task
@@ -213,10 +216,8 @@ def test_graceful_shutdown_finishes_in_flight_mail(
     admin.latency(400)
     ids = enqueue(runtime, 12)
 
-    def some_in_flight() -> bool:
-        return statuses(runtime, ids)["sending"] > 0
-
-    run_until(runtime, some_in_flight)
+    dispatcher = runtime.dispatcher()
+    run_until(runtime, lambda: dispatcher.stats.in_flight > 0, dispatcher=dispatcher)  # requests on the wire
     final = statuses(runtime, ids)
     assert final["sending"] == 0, "stop waited for in-flight sends"
     assert final["sent"] >= 1 and final["sent"] + final["queued"] == 12

@@ -13,6 +13,7 @@ import pytest
 from m365relay.clock import ManualClock
 from m365relay.connectors import ConnectorStore, ConnectorUpdate, SecretBox
 from m365relay.db import Database, upgrade
+from m365relay.db.groupcommit import GroupCommitter
 from m365relay.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationError
 from m365relay.graph import OutgoingMessage
 from m365relay.outbox import Outbox
@@ -27,7 +28,8 @@ class Env:
         self.clock = ManualClock()
         self.db = Database(url)
         upgrade(self.db)
-        self.outbox = Outbox(self.db, clock=self.clock, max_queue_lifetime=3600)
+        self.committer = GroupCommitter(self.db)  # as in production: concurrent writes share commits
+        self.outbox = Outbox(self.db, clock=self.clock, max_queue_lifetime=3600, committer=self.committer)
         store = ConnectorStore(self.db, SecretBox.from_settings(None, Path(tmp)), self.clock)
         self.connectors = [
             store.save(
@@ -54,6 +56,7 @@ class Env:
 def env(database_url: str, tmp_path: object) -> Iterator[Env]:
     e = Env(database_url, str(tmp_path))
     yield e
+    e.committer.close()
     e.db.dispose()
 
 

@@ -77,8 +77,10 @@ class _Entry:
     app: msal.ConfidentialClientApplication
     http: RecordingHttpClient
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last: AccessToken | None = None
 
 
+REFRESH_MARGIN_SECONDS = 300  # MSAL refreshes a cached token when less than five minutes remain
 TokenListener = Callable[[ConnectorConfig, str], None]  # (connector, "success" | error kind)
 
 
@@ -117,7 +119,17 @@ class TokenProvider:
         return self._acquire(connector, self._entry(connector))
 
     async def acquire_async(self, connector: ConnectorConfig, *, credential: Credential | None = None) -> AccessToken:
+        if credential is None and (token := self._still_fresh(connector)) is not None:
+            return token  # the common case: no thread hop, no MSAL cache lookup
         return await asyncio.to_thread(self.acquire, connector, credential=credential)
+
+    def _still_fresh(self, connector: ConnectorConfig) -> AccessToken | None:
+        """The last token, while more than MSAL's own refresh margin (five minutes) of it remains."""
+        entry = self._entries.get(connector.id)
+        token = entry.last if entry is not None and entry.key == connector.token_key else None
+        if token is None or (token.expires_at - self.clock.now()).total_seconds() <= REFRESH_MARGIN_SECONDS:
+            return None
+        return AccessToken(token.value, token.expires_at, token.roles, from_cache=True)
 
     def invalidate(self, connector_id: int) -> None:
         """Forget the connector's app and cached token (and MSAL's cached errors): the next call starts fresh.
@@ -198,12 +210,15 @@ class TokenProvider:
         if not from_cache:
             self._notify(connector, "success")
         expires_in = int(result.get("expires_in", 0))
-        return AccessToken(
+        token = AccessToken(
             value=Secret(result["access_token"]),
             expires_at=self.clock.now() + timedelta(seconds=expires_in),
             roles=token_roles(result["access_token"]),
             from_cache=from_cache,
         )
+        if not from_cache:
+            entry.last = token
+        return token
 
     def _notify(self, connector: ConnectorConfig, outcome: str) -> None:
         if self.on_request is not None:

@@ -184,17 +184,6 @@ class MessageEventRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
 
 
-class LaneSlotRow(Base):
-    """One of a connector's in-flight slots, leased by a process while it sends (limits across nodes)."""
-
-    __tablename__ = "lane_slots"
-
-    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
-    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None]
-
-
 class BudgetBucketRow(Base):
     """Requests and recipients per connector per minute; rolling budgets sum the buckets in the window."""
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from .budget import BudgetLimits, Budgets
-from .gate import Gate, LocalGate, SharedGate
+from .gate import AdvisoryGate, LocalGate
 from .retry import RetryDecision, RetryPolicy
 from .worker import Dispatcher, DispatchStats
 
 __all__ = [
+    "AdvisoryGate",
     "BudgetLimits",
     "Budgets",
     "DispatchStats",
     "Dispatcher",
-    "Gate",
     "LocalGate",
     "RetryDecision",
     "RetryPolicy",
-    "SharedGate",
 ]

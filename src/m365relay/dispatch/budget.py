@@ -2,21 +2,29 @@
 one database shares them (PROTOCOL.md §7: 10,000 requests per 10 minutes per app and mailbox; 10,000
 recipients per rolling 24 hours per mailbox). Usage is counted in one-minute buckets.
 
-When a send would exceed a budget the message is *deferred* until enough of the window has drained —
-never failed: going over is Exchange's reason to stop the mailbox sending, not the message's fault.
+A process leases budget in small chunks (counted in the database at once) and spends them locally, so
+a send costs no database round trip most of the time; a chunk unspent after a minute is simply lost,
+which errs on the safe side. When a send would exceed a budget the message is *deferred* until enough of
+the window has drained — never failed: going over is Exchange's reason to stop the mailbox sending,
+not the message's fault.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..clock import Clock
 from ..db.engine import Database
 from ..db.models import BudgetBucketRow
+
+CHUNK_REQUESTS = 32
+CHUNK_RECIPIENTS = 256
+ALLOWANCE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,14 +35,51 @@ class BudgetLimits:
     recipient_window: int = 86_400
 
 
+@dataclass
+class _Allowance:
+    requests: int
+    recipients: int
+    until: float  # monotonic
+
+
 class Budgets:
     def __init__(self, db: Database, clock: Clock, limits: BudgetLimits) -> None:
         self.db = db
         self.clock = clock
         self.limits = limits
+        self._allowances: dict[int, _Allowance] = {}
+        self._lock = threading.Lock()
 
     def reserve(self, connector_id: int, recipients: int, requests: int = 1) -> float | None:
-        """Record the usage and return None, or return the seconds to wait if it would exceed a budget."""
+        """Spend budget for one send and return None, or return the seconds to wait before it fits."""
+        with self._lock:
+            allowance = self._allowances.get(connector_id)
+            if (
+                allowance is not None
+                and allowance.until > self.clock.monotonic()
+                and allowance.requests >= requests
+                and allowance.recipients >= recipients
+            ):
+                allowance.requests -= requests
+                allowance.recipients -= recipients
+                return None
+            wait, granted = self._lease(connector_id, requests, recipients)
+            if wait is None:
+                self._allowances[connector_id] = _Allowance(
+                    granted[0] - requests, granted[1] - recipients, self.clock.monotonic() + ALLOWANCE_SECONDS
+                )
+            return wait
+
+    def usage(self, connector_id: int) -> tuple[int, int]:
+        """(requests counted in the request window, recipients in the recipient window)."""
+        minute = int(self.clock.now().timestamp() // 60)
+        with self.db.read() as session:
+            return (
+                self._total(session, connector_id, BudgetBucketRow.requests, minute, self.limits.request_window),
+                self._total(session, connector_id, BudgetBucketRow.recipients, minute, self.limits.recipient_window),
+            )
+
+    def _lease(self, connector_id: int, requests: int, recipients: int) -> tuple[float | None, tuple[int, int]]:
         now = self.clock.now().timestamp()
         minute = int(now // 60)
         lim = self.limits
@@ -43,47 +88,44 @@ class Budgets:
                 select(BudgetBucketRow.minute, BudgetBucketRow.requests, BudgetBucketRow.recipients)
                 .where(
                     BudgetBucketRow.connector_id == connector_id,
-                    BudgetBucketRow.minute > minute - lim.recipient_window // 60,
+                    BudgetBucketRow.minute > minute - max(lim.recipient_window, lim.request_window) // 60,
                 )
                 .order_by(BudgetBucketRow.minute)
             ).all()
             request_rows = [(m, r) for m, r, _ in buckets if m > minute - lim.request_window // 60]
+            recipient_rows = [(m, n) for m, _, n in buckets if m > minute - lim.recipient_window // 60]
             wait = max(
                 _wait(request_rows, requests, lim.requests, lim.request_window, now),
-                _wait([(m, n) for m, _, n in buckets], recipients, lim.recipients, lim.recipient_window, now),
+                _wait(recipient_rows, recipients, lim.recipients, lim.recipient_window, now),
             )
             if wait > 0:
-                return wait
-            self._add(session, connector_id, minute, requests, recipients)
+                return wait, (0, 0)
+            free_requests = lim.requests - sum(n for _, n in request_rows)
+            free_recipients = lim.recipients - sum(n for _, n in recipient_rows)
+            granted = (
+                min(max(requests, CHUNK_REQUESTS), free_requests),
+                min(max(recipients, CHUNK_RECIPIENTS), free_recipients),
+            )
+            self._add(session, connector_id, minute, *granted)
             if minute % 60 == 0:  # now and then, forget buckets older than the longest window
                 session.execute(
                     delete(BudgetBucketRow).where(
                         BudgetBucketRow.connector_id == connector_id,
-                        BudgetBucketRow.minute <= minute - lim.recipient_window // 60,
+                        BudgetBucketRow.minute <= minute - max(lim.recipient_window, lim.request_window) // 60,
                     )
                 )
-        return None
+        return None, granted
 
-    def usage(self, connector_id: int) -> tuple[int, int]:
-        """(requests in the request window, recipients in the recipient window)."""
-        minute = int(self.clock.now().timestamp() // 60)
-        with self.db.read() as session:
-
-            def total(column: object, window: int) -> int:
-                return int(
-                    session.scalar(
-                        select(func.coalesce(func.sum(column), 0)).where(
-                            BudgetBucketRow.connector_id == connector_id,
-                            BudgetBucketRow.minute > minute - window // 60,
-                        )
-                    )
-                    or 0
-                )
-
-            return (
-                total(BudgetBucketRow.requests, self.limits.request_window),
-                total(BudgetBucketRow.recipients, self.limits.recipient_window),
+    @staticmethod
+    def _total(
+        session: Session, connector_id: int, column: InstrumentedAttribute[int], minute: int, window: int
+    ) -> int:
+        value: int | None = session.scalar(
+            select(func.coalesce(func.sum(column), 0)).where(
+                BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute > minute - window // 60
             )
+        )
+        return int(value or 0)
 
     def _add(self, session: Session, connector_id: int, minute: int, requests: int, recipients: int) -> None:
         dialect = postgresql if self.db.is_postgres else sqlite

@@ -1,133 +1,112 @@
 """The in-flight limit per connector (PROTOCOL.md §7: 4 concurrent requests per app and mailbox).
 
-``LocalGate`` counts in this process. ``SharedGate`` keeps the slots in the database (table
-``lane_slots``), leased like messages, so that any number of processes on one PostgreSQL database hold
-the limit *together*; a process that dies leaves leases that expire and its slots come back.
+A slot is held only while the Graph request is on the wire — database bookkeeping happens outside it —
+so the limit is used to the full.
+
+* ``LocalGate`` counts in this process (SQLite deployments: one dispatcher process per database).
+* ``AdvisoryGate`` (PostgreSQL) holds each slot as a session-level advisory lock on a dedicated
+  connection, so any number of processes on any number of hosts hold the limit *together*. Taking a
+  slot writes nothing (no fsync), and a process that dies loses its connection, which releases its
+  slots at once — no lease to wait out.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Protocol
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
-from ..clock import Clock
 from ..db.engine import Database
-from ..db.models import LaneSlotRow
+from ..errors import StoreError
 
-
-class Gate(Protocol):
-    capacity: int
-
-    def take(self, connector_id: int, wanted: int) -> list[int]: ...
-
-    def give(self, connector_id: int, slots: list[int]) -> None: ...
-
-    def renew(self) -> None: ...
-
-    def in_flight(self, connector_id: int) -> int: ...
+LOCK_NAMESPACE = 0x6D33  # the first key of m365relay's advisory locks ("m3")
+POLL_SECONDS = 0.005
 
 
 class LocalGate:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._held: dict[int, set[int]] = {}
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._held: dict[int, int] = {}
 
-    def take(self, connector_id: int, wanted: int) -> list[int]:
-        held = self._held.setdefault(connector_id, set())
-        free = [s for s in range(self.capacity) if s not in held][: max(0, wanted)]
-        held.update(free)
-        return free
-
-    def give(self, connector_id: int, slots: list[int]) -> None:
-        self._held.get(connector_id, set()).difference_update(slots)
-
-    def renew(self) -> None:
-        pass
+    @contextlib.asynccontextmanager
+    async def slot(self, connector_id: int) -> AsyncIterator[None]:
+        semaphore = self._semaphores.setdefault(connector_id, asyncio.Semaphore(self.capacity))
+        async with semaphore:
+            self._held[connector_id] = self._held.get(connector_id, 0) + 1
+            try:
+                yield
+            finally:
+                self._held[connector_id] -= 1
 
     def in_flight(self, connector_id: int) -> int:
-        return len(self._held.get(connector_id, ()))
+        return self._held.get(connector_id, 0)
+
+    def close(self) -> None:
+        pass
 
 
-class SharedGate(LocalGate):
-    """Slots as rows: ``take`` leases free (or expired) rows in one statement with SKIP LOCKED."""
-
-    def __init__(self, db: Database, clock: Clock, capacity: int, owner: str, lease_seconds: float) -> None:
+class AdvisoryGate(LocalGate):
+    def __init__(self, db: Database, capacity: int) -> None:
         super().__init__(capacity)
         self.db = db
-        self.clock = clock
-        self.owner = owner
-        self.lease = timedelta(seconds=lease_seconds)
-        self._prepared: set[int] = set()
+        self._conn: Any = None
+        self._lock = threading.Lock()
 
-    def take(self, connector_id: int, wanted: int) -> list[int]:
-        if wanted <= 0:
-            return []
-        self._prepare(connector_id)
-        now = self.clock.now()
-        free = (
-            select(LaneSlotRow.slot)
-            .where(
-                LaneSlotRow.connector_id == connector_id,
-                LaneSlotRow.slot < self.capacity,
-                or_(LaneSlotRow.owner.is_(None), LaneSlotRow.lease_expires_at < now),
-            )
-            .order_by(LaneSlotRow.slot)
-            .limit(wanted)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(LaneSlotRow)
-            .where(LaneSlotRow.connector_id == connector_id, LaneSlotRow.slot.in_(free.scalar_subquery()))
-            .values(owner=self.owner, lease_expires_at=now + self.lease)
-            .returning(LaneSlotRow.slot)
-            .execution_options(synchronize_session=False)
-        )
-        with self.db.write() as session:
-            slots = sorted(session.scalars(statement))
-        self._held.setdefault(connector_id, set()).update(slots)
-        return slots
+    @contextlib.asynccontextmanager
+    async def slot(self, connector_id: int) -> AsyncIterator[None]:
+        # The local semaphore keeps this process from asking for more than the capacity at all.
+        async with super().slot(connector_id):
+            delay = POLL_SECONDS
+            while (number := await asyncio.to_thread(self._try_lock, connector_id)) is None:
+                await asyncio.sleep(delay)  # another process holds every slot: look again shortly
+                delay = min(delay * 2, 0.05)
+            try:
+                yield
+            finally:
+                await asyncio.shield(asyncio.to_thread(self._unlock, connector_id, number))
 
-    def give(self, connector_id: int, slots: list[int]) -> None:
-        if not slots:
-            return
-        with self.db.write() as session:
-            session.execute(
-                update(LaneSlotRow)
-                .where(
-                    LaneSlotRow.connector_id == connector_id,
-                    LaneSlotRow.slot.in_(slots),
-                    LaneSlotRow.owner == self.owner,
+    def _try_lock(self, connector_id: int) -> int | None:
+        with self._lock:
+            try:
+                cursor = self._connection().cursor()
+                for number in range(self.capacity):
+                    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number)))
+                    if cursor.fetchone()[0]:
+                        return number
+                return None
+            except Exception as exc:  # the connection (and so every lock on it) is gone: start afresh
+                self._reset()
+                raise StoreError("the database connection for in-flight slots was lost") from exc
+
+    def _unlock(self, connector_id: int, number: int) -> None:
+        with self._lock:
+            try:
+                self._connection().cursor().execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number))
                 )
-                .values(owner=None, lease_expires_at=None)
-            )
-        super().give(connector_id, slots)
+            except Exception:  # a lost connection released every lock it held anyway
+                self._reset()
 
-    def renew(self) -> None:
-        held = [(c, s) for c, slots in self._held.items() for s in slots]
-        if not held:
-            return
-        with self.db.write() as session:
-            session.execute(
-                update(LaneSlotRow)
-                .where(
-                    LaneSlotRow.owner == self.owner,
-                    or_(*(and_(LaneSlotRow.connector_id == c, LaneSlotRow.slot == s) for c, s in held)),
-                )
-                .values(lease_expires_at=self.clock.now() + self.lease)
-            )
+    def _connection(self) -> Any:
+        if self._conn is None:
+            raw = self.db.engine.raw_connection()
+            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+            self._conn = raw
+        return self._conn.driver_connection
 
-    def _prepare(self, connector_id: int) -> None:
-        if connector_id in self._prepared:
-            return
-        dialect = postgresql if self.db.is_postgres else sqlite
-        with self.db.write() as session:
-            for slot in range(self.capacity):
-                session.execute(
-                    dialect.insert(LaneSlotRow)
-                    .values(connector_id=connector_id, slot=slot, owner=None, lease_expires_at=None)
-                    .on_conflict_do_nothing()
-                )
-        self._prepared.add(connector_id)
+    def _reset(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()  # invalidate, not return to the pool: it was switched to autocommit
+
+
+def _key(connector_id: int, number: int) -> int:
+    return connector_id * 1024 + number

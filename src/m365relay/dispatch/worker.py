@@ -2,14 +2,16 @@
 
 One loop per process (``m365relay worker``, or inside ``serve``). Each turn it looks at every connector:
 
-* active → take free in-flight slots (4 per connector by default, shared across processes on
-  PostgreSQL), claim that many due messages, send each in its own task;
-* throttled (429 with Retry-After) → nothing is claimed for that connector until the time has passed;
+* active → keep a small number of its due messages claimed ahead (twice its in-flight limit), each in
+  its own task that loads the body and spends budget *before* taking an in-flight slot, holds the slot
+  only for the Graph request, and records the outcome *after* giving the slot back — so the slots, which
+  are what Microsoft limits, never wait for the database;
+* throttled (429 with Retry-After) → nothing is sent for that connector until the time has passed;
 * paused (its setup is wrong) → its mail stays queued; when the probe is due, one message (or, with
   none queued, a token request) tests whether the admin has fixed it, and success resumes the connector.
 
-Outcomes go back to the outbox through the retry policy. Leases are renewed while sends run; on
-shutdown, in-flight sends get a grace period and whatever is still running is released, not lost.
+Outcomes go back to the outbox through the retry policy. Leases are renewed while messages are held; on
+shutdown, in-flight sends get a grace period and everything else is released, not lost.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..auth.tokens import TokenProvider
 from ..clock import Clock, SystemClock
@@ -42,13 +46,18 @@ from ..graph import GraphSender, OutgoingMessage
 from ..metrics import Metrics
 from ..outbox import Claimed, Outbox
 from .budget import Budgets
-from .gate import Gate, LocalGate
+from .gate import LocalGate
 from .retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from ..lifecycle import ExpiryWatch
+
 log = logging.getLogger("m365relay.dispatch")
+T = TypeVar("T")
 
 CONNECTOR_REFRESH_SECONDS = 1.0
 EXPIRE_EVERY_SECONDS = 60.0
+LONG_WAIT_SECONDS = 5.0  # a claimed message facing a longer throttle goes back to the outbox instead
 
 
 @dataclass
@@ -58,13 +67,17 @@ class DispatchStats:
     deferred: int = 0
     released: int = 0
     in_flight: int = 0
+    slot_seconds: float = 0.0  # time requests spent on the wire: utilisation = this / (slots × time)
     paused: set[str] = field(default_factory=set)
 
 
 @dataclass
 class _Lane:
-    blocked_until: datetime | None = None
+    blocked_until: datetime | None = None  # Graph or the token service said "wait": nothing is sent
+    no_claims_until: datetime | None = None  # the budget is spent: nothing more is claimed
     probing: bool = False
+    held: int = 0  # claimed by this process and not finished
+    paused: bool = False
 
 
 class Dispatcher:
@@ -76,7 +89,7 @@ class Dispatcher:
         sender: GraphSender,
         tokens: TokenProvider,
         policy: RetryPolicy,
-        gate: Gate | None = None,
+        gate: LocalGate | None = None,
         budgets: Budgets | None = None,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
@@ -85,13 +98,14 @@ class Dispatcher:
         concurrency: int = 64,
         shutdown_grace: float = 30.0,
         owner: str | None = None,
+        expiry_watch: ExpiryWatch | None = None,
     ) -> None:
         self.outbox = outbox
         self.connectors = connectors
         self.sender = sender
         self.tokens = tokens
         self.policy = policy
-        self.gate: Gate = gate or LocalGate(4)
+        self.gate = gate or LocalGate(4)
         self.budgets = budgets
         self.clock = clock or SystemClock()
         self.metrics = metrics
@@ -100,15 +114,22 @@ class Dispatcher:
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max(8, concurrency), thread_name_prefix="m365relay-db")
         self._connectors: list[ConnectorConfig] = []
         self._connectors_at = -1e9
         self._expired_at = -1e9
         self._renewed_at = 0.0
+        self._stopping = False
+
+    @property
+    def prefetch(self) -> int:
+        return 2 * self.gate.capacity
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -130,10 +151,12 @@ class Dispatcher:
         finally:
             self.outbox.listeners.remove(self.wake)
             await self._drain()
+            self.gate.close()
+            self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
 
     async def run_until_idle(self) -> None:
-        """Work until nothing is due or in flight (tests, benchmarks). Bound it with ``asyncio.timeout``."""
+        """Work until nothing is due or held (tests, benchmarks). Bound it with ``asyncio.timeout``."""
         self._loop = asyncio.get_running_loop()
         while True:
             busy = await self.turn()
@@ -146,21 +169,12 @@ class Dispatcher:
 
     async def turn(self) -> bool:
         """Claim and start whatever is due. Returns whether anything was started."""
-        monotonic = self.clock.monotonic()
-        if monotonic - self._expired_at >= EXPIRE_EVERY_SECONDS:
-            self._expired_at = monotonic
-            expired = await asyncio.to_thread(self.outbox.expire)
-            self.stats.failed += len(expired)
-        if monotonic - self._renewed_at >= self.lease_seconds / 3:
-            self._renewed_at = monotonic
-            await self._renew()
-        if monotonic - self._connectors_at >= CONNECTOR_REFRESH_SECONDS:
-            self._connectors = await asyncio.to_thread(self.connectors.all)
-            self._connectors_at = monotonic
+        await self._housekeeping()
         started = False
         now = self.clock.now()
         for connector in self._connectors:
             lane = self._lanes.setdefault(connector.id, _Lane())
+            lane.paused = connector.paused
             if connector.paused:
                 self.stats.paused.add(connector.name)
                 if not lane.probing and (connector.next_probe_at is None or connector.next_probe_at <= now):
@@ -169,74 +183,118 @@ class Dispatcher:
                     started = True
                 continue
             self.stats.paused.discard(connector.name)
-            if lane.blocked_until is not None and lane.blocked_until > now:
+            if any(t is not None and t > now for t in (lane.blocked_until, lane.no_claims_until)):
                 continue
-            started |= await self._start_sends(connector, lane)
+            started |= await self._claim(connector, lane)
         return started
 
-    async def _start_sends(self, connector: ConnectorConfig, lane: _Lane) -> bool:
-        room = self.concurrency - len(self._tasks)
-        wanted = min(room, self.gate.capacity - self.gate.in_flight(connector.id))
-        if wanted <= 0:
+    async def _housekeeping(self) -> None:
+        monotonic = self.clock.monotonic()
+        if self.expiry_watch is not None and self.expiry_watch.due():
+            self._spawn(self.expiry_watch.run_quietly(), None)
+        if monotonic - self._expired_at >= EXPIRE_EVERY_SECONDS:
+            self._expired_at = monotonic
+            self.stats.failed += len(await self._db(self.outbox.expire))
+        if monotonic - self._renewed_at >= self.lease_seconds / 3:
+            self._renewed_at = monotonic
+            ids = [m.id for m in self._tasks.values() if m is not None]
+            if ids:
+                await self._db(self.outbox.renew_leases, self.owner, ids, self.lease_seconds)
+        if monotonic - self._connectors_at >= CONNECTOR_REFRESH_SECONDS:
+            self._connectors = await self._db(self.connectors.all)
+            self._connectors_at = monotonic
+
+    async def _claim(self, connector: ConnectorConfig, lane: _Lane) -> bool:
+        room = self.concurrency - sum(1 for m in self._tasks.values() if m is not None)
+        wanted = min(room, self.prefetch - lane.held)
+        if wanted <= 0 or self._stopping:
             return False
-        slots = await asyncio.to_thread(self.gate.take, connector.id, wanted)
-        if not slots:
-            return False
-        claimed = await asyncio.to_thread(self.outbox.claim, self.owner, connector.id, len(slots), self.lease_seconds)
-        unused = slots[len(claimed) :]
-        if unused:
-            await asyncio.to_thread(self.gate.give, connector.id, unused)
-        for message, slot in zip(claimed, slots, strict=False):
-            self._spawn(self._deliver(connector, lane, message, slot), message)
+        claimed = await self._db(self.outbox.claim, self.owner, connector.id, wanted, self.lease_seconds)
+        for message in claimed:
+            lane.held += 1
+            self._spawn(self._deliver(connector, lane, message), message)
         return bool(claimed)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], message: Claimed | None) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks[task] = message
-        self.stats.in_flight = sum(1 for m in self._tasks.values() if m is not None)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        self.stats.in_flight = sum(1 for m in self._tasks.values() if m is not None)
         if not task.cancelled() and task.exception() is not None:
             log.error("dispatcher task failed: %r", task.exception())
         self._wake.set()
 
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Blocking database work on the dispatcher's own threads (never the event loop's)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
     # -- sending one message ---------------------------------------------------------------------
 
-    async def _deliver(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, slot: int | None) -> None:
+    async def _deliver(self, connector: ConnectorConfig, lane: _Lane, message: Claimed) -> None:
         try:
             await self._attempt(connector, lane, message, probe=False)
         finally:
-            if slot is not None:
-                await asyncio.to_thread(self.gate.give, connector.id, [slot])
+            lane.held -= 1
 
     async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool:
         """One attempt. Returns whether the connector proved to work (the message went, or failed on its own)."""
         if self.budgets is not None:
-            wait = await asyncio.to_thread(self.budgets.reserve, connector.id, message.recipient_count)
+            wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
             if wait is not None:
-                await self._hold_for_budget(connector, lane, message, wait)
+                await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
                 return True
-        body = await asyncio.to_thread(self.outbox.open_body, message.id)
+        body = await self._db(self.outbox.open_body, message.id)
         try:
-            outgoing = OutgoingMessage.from_stream(body)
-            result = await self.sender.send(
-                connector, outgoing, envelope=list(message.recipients), save_to_sent_items=message.save_to_sent_items
-            )
+            prepared = await self.sender.prepare(
+                connector, OutgoingMessage.from_stream(body), envelope=list(message.recipients),
+                save_to_sent_items=message.save_to_sent_items,
+            )  # fmt: skip
+            async with self.gate.slot(connector.id):
+                if (reason := await self._must_wait(lane, probe)) is not None:
+                    await self._give_back(message, reason)
+                    return True
+                self.stats.in_flight += 1
+                on_wire = time.perf_counter()
+                try:
+                    result = await prepared.send()
+                finally:
+                    self.stats.in_flight -= 1
+                    self.stats.slot_seconds += time.perf_counter() - on_wire
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self.outbox.release, message.id, self.owner, "worker shut down"))
+            await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
             self.stats.released += 1
             raise
         except Exception as exc:  # every failure is routed through the retry policy
             return await self._failed(connector, lane, message, exc, probe=probe)
         finally:
             body.close()
-        await asyncio.to_thread(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
+        await self._db(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
         self.stats.sent += 1
         self._count("sent")
         return True
+
+    async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
+        """Inside a slot, just before sending: honour a throttle that arrived meanwhile. Returns a reason
+        to give the message back instead (connector paused, or a long wait ahead)."""
+        if self._stopping:
+            return "worker shut down before sending"
+        if lane.paused and not probe:
+            return "connector paused"
+        if lane.blocked_until is None:
+            return None
+        wait = (lane.blocked_until - self.clock.now()).total_seconds()
+        if wait > LONG_WAIT_SECONDS:
+            return f"mailbox throttled for {wait:.0f} s"
+        if wait > 0:
+            await self.clock.sleep(wait)
+        return None
+
+    async def _give_back(self, message: Claimed, reason: str) -> None:
+        await self._db(self.outbox.release, message.id, self.owner, reason)
+        self.stats.released += 1
 
     async def _failed(
         self, connector: ConnectorConfig, lane: _Lane, message: Claimed, exc: Exception, *, probe: bool
@@ -245,20 +303,20 @@ class Dispatcher:
         decision = self.policy.decide(exc, attempts=message.attempts, created_at=message.created_at, now=now)
         error = exc if isinstance(exc, DeliveryError) else None
         if error is None:
-            log.exception("unexpected error sending message %s", message.id, exc_info=exc)
+            log.error("unexpected error sending message %s", message.id, exc_info=exc)
         if decision.action == "fail":
-            await asyncio.to_thread(self.outbox.fail, message.id, self.owner, error, decision.reason)
+            await self._db(self.outbox.fail, message.id, self.owner, error, decision.reason)
             self.stats.failed += 1
             self._count("failed")
             return isinstance(exc, MessageError)
         if decision.action == "pause":
             assert isinstance(exc, ConnectorError)
+            lane.paused = True
             await self._pause(connector, exc, probe=probe)
-            await asyncio.to_thread(self.outbox.release, message.id, self.owner, f"connector paused: {decision.reason}")
-            self.stats.released += 1
+            await self._give_back(message, f"connector paused: {decision.reason}")
             return False
         until = now + timedelta(seconds=decision.delay)
-        await asyncio.to_thread(self.outbox.defer, message.id, self.owner, error, until, decision.reason)
+        await self._db(self.outbox.defer, message.id, self.owner, error, until, decision.reason)
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels(error.kind if error else "unexpected").inc()
@@ -267,14 +325,13 @@ class Dispatcher:
             lane.blocked_until = max(lane.blocked_until or now, until)
         return not isinstance(exc, TokenServiceError)
 
-    async def _hold_for_budget(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float) -> None:
+    async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
         now = self.clock.now()
         until = now + timedelta(seconds=wait)
-        reason = f"sending budget of the mailbox used up; next attempt in {wait:.0f} s"
-        await asyncio.to_thread(
-            functools.partial(self.outbox.defer, message.id, self.owner, None, until, reason, uncount=True)
-        )
-        lane.blocked_until = max(lane.blocked_until or now, until)
+        reason = f"{why}; next attempt in {wait:.0f} s"
+        await self._db(self.outbox.defer, message.id, self.owner, None, until, reason, uncount=True)
+        # Messages that already hold budget still go; only new claims wait for the window to drain.
+        lane.no_claims_until = max(lane.no_claims_until or now, until)
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels("budget").inc()
@@ -284,7 +341,7 @@ class Dispatcher:
         next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_delay(attempts))
         if isinstance(error, ConsentMissingError | PermissionMissingError):
             self.tokens.invalidate(connector.id)  # the next token must be fresh to show new consent
-        await asyncio.to_thread(self.connectors.pause, connector.id, error, next_probe, attempts)
+        await self._db(self.connectors.pause, connector.id, error, next_probe, attempts)
         self._connectors_at = -1e9  # re-read connector states next turn
         if not probe:
             log.warning("connector %s paused: %s — %s", connector.name, error.message, error.remedy)
@@ -294,13 +351,14 @@ class Dispatcher:
     async def _probe(self, connector: ConnectorConfig, lane: _Lane) -> None:
         try:
             self.tokens.invalidate(connector.id)
-            claimed = await asyncio.to_thread(self.outbox.claim, self.owner, connector.id, 1, self.lease_seconds)
+            claimed = await self._db(self.outbox.claim, self.owner, connector.id, 1, self.lease_seconds)
             if claimed:
                 works = await self._attempt(connector, lane, claimed[0], probe=True)
             else:
                 works = await self._token_probe(connector)
             if works:
-                if await asyncio.to_thread(self.connectors.resume, connector.id):
+                lane.paused = False
+                if await self._db(self.connectors.resume, connector.id):
                     log.info("connector %s works again; sending resumes", connector.name)
                 self._connectors_at = -1e9
         finally:
@@ -313,23 +371,14 @@ class Dispatcher:
             await self._pause(connector, exc, probe=True)
             return False
         except DeliveryError:
-            await self._pause_retry_soon(connector)
+            # A temporary failure says nothing about the setup: probe again after the base delay.
+            next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_base)
+            await self._db(self.connectors.set_next_probe, connector.id, next_probe)
+            self._connectors_at = -1e9
             return False
         return True
 
-    async def _pause_retry_soon(self, connector: ConnectorConfig) -> None:
-        """A temporary failure during a probe says nothing about the setup: probe again after the base delay."""
-        next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_base)
-        await asyncio.to_thread(self.connectors.set_next_probe, connector.id, next_probe)
-        self._connectors_at = -1e9
-
     # -- housekeeping ----------------------------------------------------------------------------
-
-    async def _renew(self) -> None:
-        ids = [m.id for m in self._tasks.values() if m is not None]
-        if ids:
-            await asyncio.to_thread(self.outbox.renew_leases, self.owner, ids, self.lease_seconds)
-        await asyncio.to_thread(self.gate.renew)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         self._wake.clear()
@@ -345,9 +394,11 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         """Let in-flight sends finish for the grace period; release the rest for another worker."""
+        self._stopping = True
         if not self._tasks:
             return
         log.info("waiting up to %.0f s for %d in-flight sends", self.shutdown_grace, len(self._tasks))
+        # Messages still waiting for a slot are given back at once (_must_wait); real sends get the grace.
         _, pending = await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
         for task in pending:
             task.cancel()

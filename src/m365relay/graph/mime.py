@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -72,8 +73,20 @@ class OutgoingMessage:
     # -- reading --------------------------------------------------------------------------------
 
     def header_bytes(self) -> bytes:
+        # raw_items(): headers as parsed stay in their source form (cheap, byte-faithful); only headers set
+        # since are folded by the policy. items() would re-parse and re-fold every header.
         pol = policy.SMTPUTF8 if self.utf8 else policy.SMTP
-        return b"".join(pol.fold_binary(name, value) for name, value in self.headers.items()) + b"\r\n"
+        return b"".join(pol.fold_binary(name, value) for name, value in self.headers.raw_items()) + b"\r\n"
+
+    def header_text(self, name: str) -> str | None:
+        """A header's value as text (RFC 2047 decoded), read without the policy's full header parsing."""
+        for key, value in self.headers.raw_items():
+            if key.lower() == name.lower():
+                try:
+                    return str(make_header(decode_header(str(value)))).replace("\r\n", "").replace("\n", "")
+                except (ValueError, LookupError, UnicodeError):
+                    return str(value)
+        return None
 
     @property
     def size(self) -> int:
@@ -102,17 +115,26 @@ class OutgoingMessage:
     def addresses(self, name: str) -> list[Address]:
         return header_addresses(self.headers, name)
 
+    def first_address(self, name: str) -> str | None:
+        """The first address in a header, by the fast parser (for bookkeeping, not for rewriting)."""
+        values = [str(v) for k, v in self.headers.raw_items() if k.lower() == name.lower()]
+        found = [spec for _, spec in getaddresses(values) if "@" in spec]
+        return found[0] if found else None
+
     def header_recipients(self) -> list[str]:
-        return [a.addr_spec for name in RECIPIENT_HEADERS for a in self.addresses(name)]
+        """The To/Cc/Bcc addresses (only the addresses: a fast path that skips the full header parser)."""
+        values = [str(v) for k, v in self.headers.raw_items() if k.lower() in ("to", "cc", "bcc")]
+        return [spec for _, spec in getaddresses(values) if "@" in spec]
 
     # -- edits ----------------------------------------------------------------------------------
 
     def ensure_message_id(self, domain: str) -> str:
-        if not self.headers.get("Message-ID"):
-            self.headers["Message-ID"] = f"<{uuid.uuid4().hex}@{domain}>"
-        if not self.headers.get("Date"):
-            self.headers["Date"] = formatdate(localtime=False, usegmt=True)
-        return str(self.headers["Message-ID"]).strip()
+        # set_raw: these values are plain ASCII we made ourselves; no need for the policy's header parser.
+        if self.header_text("Message-ID") is None:
+            self.headers.set_raw("Message-ID", f"<{uuid.uuid4().hex}@{_domain_for_id(domain)}>")
+        if self.header_text("Date") is None:
+            self.headers.set_raw("Date", formatdate(localtime=False, usegmt=True))
+        return (self.header_text("Message-ID") or "").strip()
 
     def set_addresses(self, name: str, addresses: list[Address]) -> None:
         del self.headers[name]
@@ -146,6 +168,8 @@ def align_recipients(message: OutgoingMessage, envelope: list[str]) -> list[str]
     wanted = {a.lower(): a for a in envelope}
     if not wanted:
         raise InvalidRecipientsError("the message has no recipients")
+    if {a.lower() for a in message.header_recipients()} == set(wanted):
+        return []  # the usual case (API, library, most SMTP clients): nothing to change, nothing to parse
     seen: set[str] = set()
     removed: list[str] = []
     for name in RECIPIENT_HEADERS:
@@ -160,6 +184,15 @@ def align_recipients(message: OutgoingMessage, envelope: list[str]) -> list[str]
         bcc = message.addresses("Bcc") + [_address(a) for a in missing]
         message.set_addresses("Bcc", bcc)
     return removed
+
+
+def _domain_for_id(domain: str) -> str:
+    """A Message-ID's right side must be plain ASCII (RFC 5322 §3.6.4); IDNs go to their A-label form."""
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_domain = domain
+    return re.sub(r"[^A-Za-z0-9.-]", "", ascii_domain) or "m365relay.invalid"
 
 
 def _address(spec: str) -> Address:

@@ -66,6 +66,47 @@ class _Call:
     retried_auth: bool = False
 
 
+@dataclass
+class PreparedSend:
+    """A message ready to go: ``send()`` makes the Graph request(s)."""
+
+    sender: GraphSender
+    call: _Call
+    outgoing: OutgoingMessage
+    method: str
+    notes: list[str]
+    mime_body: bytes | None
+    started: float
+
+    async def send(self) -> SendResult:
+        sender, call, connector = self.sender, self.call, self.call.connector
+        try:
+            if self.mime_body is not None:
+                response = await sender.request(
+                    call, "POST", "sendMail", content=self.mime_body, headers={"Content-Type": "text/plain"}
+                )
+            elif self.method == "json":
+                response = await sender.send_json(call, self.outgoing, self.notes)
+            else:
+                from .upload import send_via_upload
+
+                response = await send_via_upload(sender, call, self.outgoing, self.notes)
+        except DeliveryError as exc:
+            sender.count_error(connector, exc)
+            raise
+        elapsed = time.perf_counter() - self.started
+        if sender.metrics is not None:
+            sender.metrics.send_seconds.labels(connector.name).observe(elapsed)
+        return SendResult(
+            request_id=response.headers.get("request-id"),
+            client_request_id=call.client_request_id,
+            method=self.method,
+            elapsed=elapsed,
+            request_ids=tuple(call.request_ids),
+            notes=tuple(self.notes),
+        )
+
+
 class GraphSender:
     def __init__(
         self,
@@ -98,6 +139,19 @@ class GraphSender:
     ) -> SendResult:
         """Send ``message`` from the connector's mailbox. ``envelope`` (the SMTP RCPT TO list), when given,
         decides exactly who receives it. Raises a ``DeliveryError`` subclass on failure."""
+        prepared = await self.prepare(connector, message, envelope=envelope, save_to_sent_items=save_to_sent_items)
+        return await prepared.send()
+
+    async def prepare(
+        self,
+        connector: ConnectorConfig,
+        message: OutgoingMessage | EmailMessage | bytes,
+        *,
+        envelope: list[str] | None = None,
+        save_to_sent_items: bool = True,
+    ) -> PreparedSend:
+        """Everything before the first Graph request: recipients, token, the choice of request, the body.
+        The dispatcher prepares outside its in-flight slot and holds the slot only for ``send()``."""
         started = time.perf_counter()
         outgoing = _outgoing(message)
         notes: list[str] = []
@@ -105,33 +159,12 @@ class GraphSender:
             removed = align_recipients(outgoing, envelope)
             if removed:
                 notes.append(f"not in the envelope, removed from the headers: {', '.join(removed)}")
-        if not outgoing.headers.get("From"):
+        if outgoing.first_address("From") is None:
             outgoing.headers["From"] = connector.user_name
         call = _Call(connector, await self._token(connector))
         method = self._choose(outgoing, call.token, save_to_sent_items)
-        try:
-            if method == "mime":
-                response = await self._send_mime(call, outgoing)
-            elif method == "json":
-                response = await self._send_json(call, outgoing, notes)
-            else:
-                from .upload import send_via_upload
-
-                response = await send_via_upload(self, call, outgoing, notes)
-        except DeliveryError as exc:
-            self._count_error(connector, exc)
-            raise
-        elapsed = time.perf_counter() - started
-        if self.metrics is not None:
-            self.metrics.send_seconds.labels(connector.name).observe(elapsed)
-        return SendResult(
-            request_id=response.headers.get("request-id"),
-            client_request_id=call.client_request_id,
-            method=method,
-            elapsed=elapsed,
-            request_ids=tuple(call.request_ids),
-            notes=tuple(notes),
-        )
+        body = base64.b64encode(outgoing.to_bytes()) if method == "mime" else None
+        return PreparedSend(self, call, outgoing, method, notes, body, started)
 
     # -- choosing the request --------------------------------------------------------------------
 
@@ -156,11 +189,7 @@ class GraphSender:
 
     # -- the requests ----------------------------------------------------------------------------
 
-    async def _send_mime(self, call: _Call, outgoing: OutgoingMessage) -> httpx.Response:
-        body = base64.b64encode(outgoing.to_bytes())
-        return await self.request(call, "POST", "sendMail", content=body, headers={"Content-Type": "text/plain"})
-
-    async def _send_json(self, call: _Call, outgoing: OutgoingMessage, notes: list[str]) -> httpx.Response:
+    async def send_json(self, call: _Call, outgoing: OutgoingMessage, notes: list[str]) -> httpx.Response:
         from .convert import attachment_json
 
         converted = convert(outgoing, call.connector.user_name)
@@ -235,7 +264,7 @@ class GraphSender:
             self._clients[key] = client
         return client
 
-    def _count_error(self, connector: ConnectorConfig, error: DeliveryError) -> None:
+    def count_error(self, connector: ConnectorConfig, error: DeliveryError) -> None:
         if self.metrics is not None:
             self.metrics.graph_errors.labels(connector.name, error.code or error.kind).inc()
 

@@ -12,18 +12,20 @@ import hashlib
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from typing import cast as type_cast
 
-from sqlalchemy import String, and_, cast, delete, func, insert, or_, select, update
+from sqlalchemy import String, Table, and_, cast, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..clock import Clock, SystemClock
 from ..db.engine import Database
+from ..db.groupcommit import GroupCommitter
 from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
 from ..graph.mime import OutgoingMessage
+from .rawsql import RawStatements
 from .records import (
     CANCELLED,
     DEFERRED,
@@ -39,6 +41,10 @@ from .records import (
     QueueStats,
 )
 
+T = TypeVar("T")
+MESSAGES = type_cast(Table, MessageRow.__table__)
+CHUNKS = type_cast(Table, MessageChunkRow.__table__)
+EVENTS = type_cast(Table, MessageEventRow.__table__)
 CHUNK_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500  # Exchange Online's per-message limit (PROTOCOL.md §7)
 SPOOL_IN_MEMORY = 4 * 1024 * 1024  # bodies larger than this are spooled to a temporary file
@@ -59,11 +65,28 @@ CLAIM_COLUMNS = (
 
 
 class Outbox:
-    def __init__(self, db: Database, *, clock: Clock | None = None, max_queue_lifetime: float = 5 * 86_400) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        max_queue_lifetime: float = 5 * 86_400,
+        committer: GroupCommitter | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
         self.max_queue_lifetime = timedelta(seconds=max_queue_lifetime)
+        # With a committer, concurrent writes share transactions (one fsync per batch, db/groupcommit.py).
+        self.committer = committer
         self.listeners: list[Callable[[int], None]] = []  # called after each commit of a new message
+        self._raw = RawStatements(db.dialect, MESSAGES, CHUNKS, EVENTS)
+        self._dbapi_integrity_error: type[Exception] = db.engine.dialect.loaded_dbapi.IntegrityError
+
+    def _write(self, fn: Callable[[Session], T], *, isolate: bool = False) -> T:
+        if self.committer is not None:
+            return self.committer.run(fn, isolate=isolate)
+        with self.db.write() as session:
+            return fn(session)
 
     # -- ingress -----------------------------------------------------------------------------------
 
@@ -103,13 +126,16 @@ class Outbox:
             "save_to_sent_items": save_to_sent_items,
             "message_id": message_id[:998],
         }
+
+        def write(session: Session) -> EnqueueResult:
+            existing = _by_key(session, connector_id, idempotency_key) if idempotency_key is not None else None
+            if existing is not None:
+                return _same_or_conflict(existing, content_hash)
+            return EnqueueResult(self._insert(session, connector_id, message, recipients, now, fields), True)
+
         try:
-            with self.db.write() as session:
-                existing = _by_key(session, connector_id, idempotency_key) if idempotency_key is not None else None
-                if existing is not None:
-                    return _same_or_conflict(existing, content_hash)
-                new_id = self._insert(session, connector_id, message, recipients, now, fields)
-        except IntegrityError:
+            result = self._write(write, isolate=idempotency_key is not None)
+        except (IntegrityError, self._dbapi_integrity_error):  # the raw inserts raise the driver's own class
             # Two writers raced on one idempotency key and the other committed first.
             if idempotency_key is None:
                 raise
@@ -118,9 +144,10 @@ class Outbox:
                 if existing is None:
                     raise
                 return _same_or_conflict(existing, content_hash)
-        for listener in self.listeners:
-            listener(new_id)
-        return EnqueueResult(new_id, True)
+        if result.created:
+            for listener in self.listeners:
+                listener(result.id)
+        return result
 
     def _insert(
         self,
@@ -131,31 +158,38 @@ class Outbox:
         now: datetime,
         fields: dict[str, Any],
     ) -> int:
-        headers = message.headers
-        new_id: int = session.execute(
-            insert(MessageRow).returning(MessageRow.id),
+        header = message.header_bytes()
+        size = len(header) + message.body_size
+        raw = self._raw
+        cursor = raw.cursor(session)
+        new_id = raw.insert_message(
+            cursor,
             {
                 **fields,
                 "connector_id": connector_id,
                 "status": QUEUED,
                 "recipients": recipients,
                 "recipient_count": len(recipients),
-                "subject": _header_text(headers.get("Subject"))[:998],
-                "header_from": _header_text(headers.get("From"))[:998],
-                "size": 0,
+                "subject": _header_text(message.header_text("Subject"))[:998],
+                "header_from": _header_text(message.header_text("From"))[:998],
+                "size": size,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "expires_at": now + self.max_queue_lifetime,
                 "created_at": now,
                 "updated_at": now,
             },
-        ).scalar_one()
-        size = 0
-        for seq, chunk in enumerate(message.iter_bytes(CHUNK_BYTES)):
-            session.execute(insert(MessageChunkRow), {"message_id": new_id, "seq": seq, "data": chunk})
-            size += len(chunk)
-        session.execute(update(MessageRow).where(MessageRow.id == new_id).values(size=size))
-        _event(session, new_id, now, "queued", f"{len(recipients)} recipient(s), {size} bytes, via {fields['source']}")
+        )
+        # Chunk 0 is the header block (views read headers without the body); the body follows in 1 MiB
+        # chunks read from its stream, so a large message is never copied whole.
+        raw.insert_chunk(cursor, new_id, 0, header)
+        message.body.seek(message.body_offset)
+        seq = 1
+        while data := message.body.read(CHUNK_BYTES):
+            raw.insert_chunk(cursor, new_id, seq, data)
+            seq += 1
+        detail = f"{len(recipients)} recipient(s), {size} bytes, via {fields['source']}"
+        raw.insert_event(cursor, {"message_id": new_id, "at": now, "kind": "queued", "detail": detail})
         return new_id
 
     # -- claiming ----------------------------------------------------------------------------------
@@ -230,22 +264,18 @@ class Outbox:
     def mark_sent(self, message_id: int, owner: str, request_id: str | None, notes: tuple[str, ...] = ()) -> None:
         """Record the send. It is recorded even if this worker's lease was lost meanwhile: it did send."""
         now = self.clock.now()
-        with self.db.write() as session:
+
+        def write(session: Session) -> None:
             session.execute(
                 update(MessageRow)
                 .where(MessageRow.id == message_id, MessageRow.status != SENT)
-                .values(
-                    status=SENT,
-                    graph_request_id=request_id,
-                    sent_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-            _event(
-                session, message_id, now, "sent", "; ".join(notes) or "accepted by Microsoft Graph (202)", request_id
-            )
+                .values(status=SENT, graph_request_id=request_id, sent_at=now, updated_at=now, lease_owner=None,
+                        lease_expires_at=None)
+            )  # fmt: skip
+            detail = "; ".join(notes) or "accepted by Microsoft Graph (202)"
+            _event(session, message_id, now, "sent", detail, request_id)
+
+        self._write(write)
 
     def defer(
         self,
@@ -267,20 +297,18 @@ class Outbox:
         """Give a claimed message back without holding it against the message (shutdown, paused connector,
         budget): it is due again at once and the attempt is not counted."""
         now = self.clock.now()
-        with self.db.write() as session:
-            values: dict[str, Any] = {
-                "status": QUEUED,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "next_attempt_at": now,
-                "updated_at": now,
-            }
-            if uncount:
-                values["attempts"] = MessageRow.attempts - 1
+        values: dict[str, Any] = {"status": QUEUED, "lease_owner": None, "lease_expires_at": None,
+                                  "next_attempt_at": now, "updated_at": now}  # fmt: skip
+        if uncount:
+            values["attempts"] = MessageRow.attempts - 1
+
+        def write(session: Session) -> bool:
             done = _apply(session, message_id, owner, values)
             if done:
                 _event(session, message_id, now, "released", reason)
             return done
+
+        return self._write(write)
 
     def _finish_attempt(
         self,
@@ -308,11 +336,14 @@ class Outbox:
                 last_error_message=error.message[:4000],
                 last_error_remedy=error.remedy,
             )
-        with self.db.write() as session:
+
+        def write(session: Session) -> bool:
             done = _apply(session, message_id, owner, values)
             if done:
                 _event(session, message_id, now, status, reason, error.request_id if error else None)
             return done
+
+        return self._write(write)
 
     # -- operator actions --------------------------------------------------------------------------
 
@@ -471,8 +502,7 @@ class Outbox:
 
 
 def message_sender(message: OutgoingMessage) -> str | None:
-    senders = message.addresses("From")
-    return senders[0].addr_spec if senders else None
+    return message.first_address("From")
 
 
 def _apply(session: Session, message_id: int, owner: str, values: dict[str, Any]) -> bool:
@@ -486,7 +516,7 @@ def _event(
     session: Session, message_id: int, at: datetime, kind: str, detail: str | None, request_id: str | None = None
 ) -> None:
     session.execute(
-        insert(MessageEventRow),
+        EVENTS.insert(),
         {"message_id": message_id, "at": at, "kind": kind, "detail": detail, "request_id": request_id},
     )
 

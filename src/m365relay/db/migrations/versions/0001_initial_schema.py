@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 18:50:01.916764
+Create Date: 2026-11-29 19:23:50.058485
 """
 
 from __future__ import annotations
@@ -77,10 +77,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["admin_users.id"],
-            name=op.f("fk_admin_sessions_user_id_admin_users"),
-            ondelete="CASCADE",
+            ["user_id"], ["admin_users.id"], name=op.f("fk_admin_sessions_user_id_admin_users"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_sessions")),
     )
@@ -96,10 +93,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(), nullable=True),
         sa.Column("revoked_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["connector_id"],
-            ["connectors.id"],
-            name=op.f("fk_api_keys_connector_id_connectors"),
-            ondelete="SET NULL",
+            ["connector_id"], ["connectors.id"], name=op.f("fk_api_keys_connector_id_connectors"), ondelete="SET NULL"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
@@ -136,27 +130,10 @@ def upgrade() -> None:
         sa.Column("verified_at", sa.DateTime(), nullable=True),
         sa.Column("warned_days", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["connector_id"],
-            ["connectors.id"],
-            name=op.f("fk_credentials_connector_id_connectors"),
-            ondelete="CASCADE",
+            ["connector_id"], ["connectors.id"], name=op.f("fk_credentials_connector_id_connectors"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credentials")),
         sa.UniqueConstraint("connector_id", "slot", name=op.f("uq_credentials_connector_id")),
-    )
-    op.create_table(
-        "lane_slots",
-        sa.Column("connector_id", sa.Integer(), nullable=False),
-        sa.Column("slot", sa.Integer(), nullable=False),
-        sa.Column("owner", sa.String(length=64), nullable=True),
-        sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["connector_id"],
-            ["connectors.id"],
-            name=op.f("fk_lane_slots_connector_id_connectors"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("connector_id", "slot", name=op.f("pk_lane_slots")),
     )
     op.create_table(
         "messages",
@@ -191,10 +168,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["connector_id"],
-            ["connectors.id"],
-            name=op.f("fk_messages_connector_id_connectors"),
-            ondelete="RESTRICT",
+            ["connector_id"], ["connectors.id"], name=op.f("fk_messages_connector_id_connectors"), ondelete="RESTRICT"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("connector_id", "idempotency_key", name=op.f("uq_messages_connector_id")),
@@ -229,10 +203,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["message_id"],
-            ["messages.id"],
-            name=op.f("fk_message_chunks_message_id_messages"),
-            ondelete="CASCADE",
+            ["message_id"], ["messages.id"], name=op.f("fk_message_chunks_message_id_messages"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("message_id", "seq", name=op.f("pk_message_chunks")),
     )
@@ -245,10 +216,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("request_id", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
-            ["message_id"],
-            ["messages.id"],
-            name=op.f("fk_message_events_message_id_messages"),
-            ondelete="CASCADE",
+            ["message_id"], ["messages.id"], name=op.f("fk_message_events_message_id_messages"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_events")),
     )
@@ -272,7 +240,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_messages_connector_due")
 
     op.drop_table("messages")
-    op.drop_table("lane_slots")
     op.drop_table("credentials")
     op.drop_table("budget_buckets")
     op.drop_table("api_keys")
