@@ -124,3 +124,13 @@ class SandboxAdmin:
         found = self.messages()
         assert len(found) == 1, f"expected one captured message, found {len(found)}"
         return found[0]
+
+    # -- added for the doctor and credential lifecycle tests (issue 8) ----------------------------------
+
+    def delete_secret(self, secret_id: str, client_id: str | None = None) -> Any:
+        cid = client_id or self.demo["client_id"]
+        return self._ok(self.client.delete(f"/_sandbox/apps/{cid}/secrets/{secret_id}"))
+
+    def add_app(self, **body: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._ok(self.client.post("/_sandbox/apps", json=body))
+        return result

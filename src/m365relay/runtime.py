@@ -18,6 +18,7 @@ from .graph import GraphSender
 from .lifecycle import ExpiryWatch
 from .metrics import Metrics
 from .outbox import Outbox
+from .outbox.backpressure import Backpressure
 from .settings import Settings
 
 
@@ -46,6 +47,12 @@ class Runtime:
         return Outbox(
             self.db, clock=self.clock, max_queue_lifetime=self.settings.max_queue_lifetime, committer=self.committer
         )
+
+    @cached_property
+    def backpressure(self) -> Backpressure:
+        """Shared by SMTP and the API: when to answer 451/503 instead of accepting more mail."""
+        s = self.settings
+        return Backpressure(self.db, self.clock, max_depth=s.max_queue_depth, max_age_seconds=s.max_queue_age)
 
     def retry_policy(self) -> RetryPolicy:
         s = self.settings

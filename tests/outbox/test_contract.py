@@ -4,60 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 
 import pytest
 
-from m365relay.clock import ManualClock
-from m365relay.connectors import ConnectorStore, ConnectorUpdate, SecretBox
-from m365relay.db import Database, upgrade
-from m365relay.db.groupcommit import GroupCommitter
 from m365relay.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationError
 from m365relay.graph import OutgoingMessage
-from m365relay.outbox import Outbox
+from support_outbox import Env
 
 OWNER_A, OWNER_B = "worker-a", "worker-b"
-
-
-class Env:
-    def __init__(self, url: str, tmp: str) -> None:
-        from pathlib import Path
-
-        self.clock = ManualClock()
-        self.db = Database(url)
-        upgrade(self.db)
-        self.committer = GroupCommitter(self.db)  # as in production: concurrent writes share commits
-        self.outbox = Outbox(self.db, clock=self.clock, max_queue_lifetime=3600, committer=self.committer)
-        store = ConnectorStore(self.db, SecretBox.from_settings(None, Path(tmp)), self.clock)
-        self.connectors = [
-            store.save(
-                name,
-                ConnectorUpdate(client_id="4e7a1d93-c2b8-4f60-9a15-8d3c6e2b0f71", tenant_id="contoso.onmicrosoft.com",
-                                user_name=f"{name}@contoso.onmicrosoft.com"),
-            ).id
-            for name in ("alpha", "beta")
-        ]  # fmt: skip
-
-    def message(self, n: int = 0, *, to: str = "r@example.com", size: int = 10) -> OutgoingMessage:
-        msg = EmailMessage()
-        msg["From"] = "alpha@contoso.onmicrosoft.com"
-        msg["To"] = to
-        msg["Subject"] = f"message {n}"
-        msg.set_content("x" * size)
-        return OutgoingMessage.from_message(msg)
-
-    def enqueue(self, n: int = 0, connector: int | None = None, **kw: object) -> int:
-        return self.outbox.enqueue(connector or self.connectors[0], self.message(n), **kw).id  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def env(database_url: str, tmp_path: object) -> Iterator[Env]:
-    e = Env(database_url, str(tmp_path))
-    yield e
-    e.committer.close()
-    e.db.dispose()
 
 
 def test_enqueue_claim_and_send(env: Env) -> None:

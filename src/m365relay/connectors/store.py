@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -18,7 +18,7 @@ from ..clock import Clock, SystemClock
 from ..clouds import resolve_cloud
 from ..db.engine import Database
 from ..db.models import ConnectorRow, CredentialRow
-from ..errors import DeliveryError, NotFoundError, ValidationError
+from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
 from . import validation
 from .certificates import CertificateInfo
 from .model import ConnectorConfig, Credential
@@ -219,6 +219,133 @@ class ConnectorStore:
                 update(CredentialRow).where(CredentialRow.id == credential_id).values(verified_at=self.clock.now())
             )
 
+    # -- rotation and expiry warnings (the next/old credential slots) -----------------------------
+
+    def stage_next(
+        self, ref: str | int, change: ConnectorUpdate, *, actor: str = "cli", remote_addr: str | None = None
+    ) -> ConnectorConfig:
+        """Store a new secret or certificate in the ``next`` slot, replacing one staged before. The credential
+        in use (``current``) is untouched: tokens keep coming from it until ``promote_next``."""
+        now = self.clock.now()
+        errors = _credential_errors(change, now.date())
+        if errors:
+            raise ValidationError.combine(errors)
+        with self.db.write() as session:
+            row = self._row_or_missing(session, ref)
+            current = _slot_row(session, row.id, "current")
+            if current is not None and self._same_credential(current, change):
+                raise ValidationError(
+                    "Credential", "is the one already in use; create a new one in Certificates & secrets", key="secret"
+                )
+            session.execute(
+                delete(CredentialRow).where(CredentialRow.connector_id == row.id, CredentialRow.slot == "next")
+            )
+            session.flush()
+            session.add(self.credential_row(row.id, "next", change, now))
+            kind = "certificate" if change.certificate is not None else "secret"
+            audit.record(
+                session, actor, "connector.stage_next", row.name, {"kind": kind}, remote_addr=remote_addr, at=now
+            )
+            session.flush()
+            return self._config(session, row)
+
+    def promote_next(
+        self, ref: str | int, *, expected_id: int | None = None, actor: str = "cli", remote_addr: str | None = None
+    ) -> ConnectorConfig:
+        """In one transaction: current → old, next → current, config_version + 1 (token providers rebuild).
+        ``expected_id`` is the staged credential that was verified; if another one was staged since, refuse."""
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = self._row_or_missing(session, ref)
+            slots = {
+                c.slot: c for c in session.scalars(select(CredentialRow).where(CredentialRow.connector_id == row.id))
+            }
+            staged = slots.get("next")
+            if staged is None:
+                raise NotFoundError(
+                    f"connector {row.name} has no staged (next) credential",
+                    remedy="Stage one: m365relay connector rotate --secret-stdin --secret-expires YYYY-MM-DD",
+                )
+            if expected_id is not None and staged.id != expected_id:
+                raise ConflictError("another credential was staged while this one was verified; verify it again")
+            if "old" in slots:
+                raise ConflictError(
+                    f"connector {row.name} still keeps an old credential from the previous rotation",
+                    remedy="Delete it in the Azure portal (Certificates & secrets), then confirm its removal here: "
+                    "m365relay connector remove-old",
+                )
+            if "current" in slots:
+                slots["current"].slot = "old"
+                session.flush()  # (connector_id, slot) is unique: free "current" before taking it
+            staged.slot = "current"
+            staged.warned_days = None
+            row.config_version = (row.config_version or 0) + 1
+            row.updated_at = now
+            if row.state == "paused":
+                row.next_probe_at = now  # a new credential may be the fix: probe at once
+            audit.record(
+                session,
+                actor,
+                "connector.promote_next",
+                row.name,
+                {"kind": staged.kind},
+                remote_addr=remote_addr,
+                at=now,
+            )
+            session.flush()
+            return self._config(session, row)
+
+    def remove_old(self, ref: str | int, *, actor: str = "cli", remote_addr: str | None = None) -> ConnectorConfig:
+        """The admin confirms the previous credential is gone (deleted in Azure): forget it here too."""
+        return self._drop_slot(ref, "old", "connector.remove_old", actor, remote_addr)
+
+    def discard_next(self, ref: str | int, *, actor: str = "cli", remote_addr: str | None = None) -> ConnectorConfig:
+        """Drop a staged credential that will not be promoted."""
+        return self._drop_slot(ref, "next", "connector.discard_next", actor, remote_addr)
+
+    def mark_warned(self, credential_id: int, days: int) -> bool:
+        """Record that the ``days`` expiry threshold was announced (0: expiry itself). True for exactly one
+        caller across all processes; False when this or a later threshold was announced already."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(CredentialRow)
+                .where(
+                    CredentialRow.id == credential_id,
+                    or_(CredentialRow.warned_days.is_(None), CredentialRow.warned_days > days),
+                )
+                .values(warned_days=days)
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def _drop_slot(
+        self, ref: str | int, slot: str, action: str, actor: str, remote_addr: str | None
+    ) -> ConnectorConfig:
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = self._row_or_missing(session, ref)
+            found = _slot_row(session, row.id, slot)
+            if found is None:
+                raise NotFoundError(f"connector {row.name} has no {slot} credential")
+            session.delete(found)
+            audit.record(session, actor, action, row.name, {"kind": found.kind}, remote_addr=remote_addr, at=now)
+            session.flush()
+            return self._config(session, row)
+
+    def _row_or_missing(self, session: Session, ref: str | int) -> ConnectorRow:
+        row = _find(session, ref)
+        if row is None:
+            raise NotFoundError(
+                f"no connector {ref!r}", remedy="Create it with `m365relay connector set` or on the admin page."
+            )
+        return row
+
+    def _same_credential(self, current: CredentialRow, change: ConnectorUpdate) -> bool:
+        if change.certificate is not None:
+            return current.thumbprint_sha256 == change.certificate.thumbprint_sha256
+        if change.secret and current.secret_ciphertext:
+            return self.box.decrypt(current.secret_ciphertext).reveal() == change.secret.strip()
+        return False
+
     # -- mapping --------------------------------------------------------------------------------
 
     def _config(self, session: Session, row: ConnectorRow) -> ConnectorConfig:
@@ -342,3 +469,24 @@ def _collect(errors: list[ValidationError], key: str, rule: Callable[[Any], T], 
         exc.key = key
         errors.append(exc)
         return None
+
+
+def _slot_row(session: Session, connector_id: int, slot: str) -> CredentialRow | None:
+    return session.scalar(
+        select(CredentialRow).where(CredentialRow.connector_id == connector_id, CredentialRow.slot == slot)
+    )
+
+
+def _credential_errors(change: ConnectorUpdate, today: date) -> list[ValidationError]:
+    """A credential on its own (rotation): exactly one of secret + expiry date, or certificate."""
+    errors: list[ValidationError] = []
+    if not change.secret and change.certificate is None:
+        errors.append(
+            ValidationError("Credential", "give a client secret (with its expiry date) or a certificate", key="secret")
+        )
+    if change.secret:
+        _collect(errors, "secret", validation.client_secret, change.secret)
+        _collect(errors, "secret_expires", lambda v: validation.secret_expiry(v, today=today), change.secret_expires)
+    if change.secret and change.certificate is not None:
+        errors.append(ValidationError("Credential", "give a client secret or a certificate, not both", key="secret"))
+    return errors
