@@ -82,6 +82,20 @@ class Database:
         self.engine.dispose()
 
 
+RETRYABLE = ("DeadlockDetected", "SerializationFailure", "LockNotAvailable")
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A transaction aborted by the database's own concurrency control: running it again is the fix."""
+    seen: BaseException | None = error
+    while seen is not None:
+        original = getattr(seen, "orig", None) or seen
+        if type(original).__name__ in RETRYABLE or "database is locked" in str(original).lower():
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _is_operational(exc: DBAPIError) -> bool:
     name = type(exc.orig).__name__
     return name in {"OperationalError", "InterfaceError"} or "locked" in str(exc.orig).lower()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from .engine import Database
+from ..errors import StoreError
+from .engine import Database, is_retryable
 
 T = TypeVar("T")
 MAX_BATCH = 512
+RETRIES = 5
 
 
 @dataclass
@@ -100,7 +103,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
-            outcomes = self._transaction(batch)
+            outcomes = self._with_retries(batch)
         except _Unisolated:
             for job in batch:  # replay one by one: each job's failure stays its own
                 self._commit_alone(job)
@@ -117,6 +120,18 @@ class GroupCommitter:
             else:
                 job.future.set_exception(value)
 
+    def _with_retries(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        """A deadlock or serialization failure aborts the whole transaction but says nothing about the
+        jobs: run them again (PostgreSQL documents exactly this as the remedy)."""
+        for attempt in range(RETRIES):
+            try:
+                return self._transaction(batch)
+            except StoreError as exc:
+                if attempt == RETRIES - 1 or not is_retryable(exc):
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
     def _transaction(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self.db.write() as session:
@@ -125,6 +140,8 @@ class GroupCommitter:
                     try:
                         outcomes.append((True, job.fn(session)))
                     except Exception as exc:
+                        if is_retryable(exc):
+                            raise StoreError("the transaction was aborted by a concurrent one") from exc
                         if len(batch) == 1:
                             raise
                         raise _Unisolated from exc

@@ -54,6 +54,7 @@ class AdvisoryGate(LocalGate):
         self.db = db
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._numbers: dict[int, set[int]] = {}  # slot numbers this process holds, per connector
 
     @contextlib.asynccontextmanager
     async def slot(self, connector_id: int) -> AsyncIterator[None]:
@@ -70,11 +71,17 @@ class AdvisoryGate(LocalGate):
 
     def _try_lock(self, connector_id: int) -> int | None:
         with self._lock:
+            mine = self._numbers.setdefault(connector_id, set())
             try:
                 cursor = self._connection().cursor()
                 for number in range(self.capacity):
+                    # Session-level advisory locks are re-entrant: a slot this connection already holds would
+                    # be "granted" again, so the slots this process holds are never asked for.
+                    if number in mine:
+                        continue
                     cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number)))
                     if cursor.fetchone()[0]:
+                        mine.add(number)
                         return number
                 return None
             except Exception as exc:  # the connection (and so every lock on it) is gone: start afresh
@@ -83,6 +90,7 @@ class AdvisoryGate(LocalGate):
 
     def _unlock(self, connector_id: int, number: int) -> None:
         with self._lock:
+            self._numbers.get(connector_id, set()).discard(number)
             try:
                 self._connection().cursor().execute(
                     "SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number))
@@ -98,6 +106,7 @@ class AdvisoryGate(LocalGate):
         return self._conn.driver_connection
 
     def _reset(self) -> None:
+        self._numbers.clear()  # a closed connection holds no locks
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.invalidate()

@@ -39,6 +39,7 @@ from ..errors import (
     DeliveryError,
     MessageError,
     PermissionMissingError,
+    StoreError,
     ThrottledError,
     TokenServiceError,
 )
@@ -145,7 +146,11 @@ class Dispatcher:
         log.info("dispatcher %s started", self.owner)
         try:
             while not stop.is_set():
-                busy = await self.turn()
+                try:
+                    busy = await self.turn()
+                except StoreError as exc:  # the database is briefly unavailable: keep going, nothing is lost
+                    log.warning("dispatcher: %s; retrying", exc.message)
+                    busy = False
                 if not busy:
                     await self._idle(stop)
         finally:
@@ -231,6 +236,21 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    async def _record(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Record an outcome, insisting: a sent message whose "sent" is lost would be sent again when its
+        lease runs out, so a failed write is retried for as long as the lease leaves room."""
+        delay, waited = 0.1, 0.0
+        while True:
+            try:
+                return await self._db(fn, *args, **kwargs)
+            except StoreError as exc:
+                if waited + delay > self.lease_seconds / 2:
+                    raise
+                log.warning("recording an outcome failed (%s); retrying in %.1f s", exc.message, delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
+
     # -- sending one message ---------------------------------------------------------------------
 
     async def _deliver(self, connector: ConnectorConfig, lane: _Lane, message: Claimed) -> None:
@@ -271,7 +291,7 @@ class Dispatcher:
             return await self._failed(connector, lane, message, exc, probe=probe)
         finally:
             body.close()
-        await self._db(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
+        await self._record(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
         self.stats.sent += 1
         self._count("sent")
         return True
@@ -293,7 +313,7 @@ class Dispatcher:
         return None
 
     async def _give_back(self, message: Claimed, reason: str) -> None:
-        await self._db(self.outbox.release, message.id, self.owner, reason)
+        await self._record(self.outbox.release, message.id, self.owner, reason)
         self.stats.released += 1
 
     async def _failed(
@@ -305,7 +325,7 @@ class Dispatcher:
         if error is None:
             log.error("unexpected error sending message %s", message.id, exc_info=exc)
         if decision.action == "fail":
-            await self._db(self.outbox.fail, message.id, self.owner, error, decision.reason)
+            await self._record(self.outbox.fail, message.id, self.owner, error, decision.reason)
             self.stats.failed += 1
             self._count("failed")
             return isinstance(exc, MessageError)
@@ -316,7 +336,7 @@ class Dispatcher:
             await self._give_back(message, f"connector paused: {decision.reason}")
             return False
         until = now + timedelta(seconds=decision.delay)
-        await self._db(self.outbox.defer, message.id, self.owner, error, until, decision.reason)
+        await self._record(self.outbox.defer, message.id, self.owner, error, until, decision.reason)
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels(error.kind if error else "unexpected").inc()

@@ -236,13 +236,18 @@ class Outbox:
         if not ids:
             return 0
         until = self.clock.now() + timedelta(seconds=lease_seconds)
-        with self.db.write() as session:
+
+        # Through the committer like every other write of this process: two connections of one process
+        # updating the same rows in different orders is how PostgreSQL deadlocks happen.
+        def write(session: Session) -> int:
             result = session.execute(
                 update(MessageRow)
-                .where(MessageRow.id.in_(ids), MessageRow.lease_owner == owner, MessageRow.status == SENDING)
+                .where(MessageRow.id.in_(sorted(ids)), MessageRow.lease_owner == owner, MessageRow.status == SENDING)
                 .values(lease_expires_at=until)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+        return self._write(write)
 
     def open_body(self, message_id: int) -> BinaryIO:
         """The stored RFC 5322 bytes as a seekable file: in memory when small, spooled to disk when large."""
