@@ -1,0 +1,112 @@
+"""The SMTP relay front end: an aiosmtpd server in the running event loop (``serve`` runs everything in
+one loop) that authenticates applications and commits their mail to the outbox.
+
+    server = SmtpServer(runtime)            # host/port from settings; port=0 picks a free one
+    await server.start()                    # listening when it returns; server.port is the bound port
+    ...
+    await server.stop()                     # replies in progress finish, then 421 to the rest
+
+docs/smtp.md describes what clients see: extensions, AUTH rules, the From policy, every reply code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from ..access.relay_users import RelayUserStore
+from ..errors import ValidationError
+from ..runtime import Runtime
+from . import smtp_logging
+from .smtp_handler import RelayHandler
+from .smtp_policy import ClientRules
+from .smtp_protocol import RelaySMTP
+from .smtp_replies import GREETING_IDENT
+from .smtp_tls import server_context
+
+log = logging.getLogger("m365relay.smtp")
+SHUTDOWN_GRACE_SECONDS = 30.0  # how long stop() lets a message being committed finish and get its 250
+IDLE_TIMEOUT_SECONDS = 300  # RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command
+
+
+class SmtpServer:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        users: RelayUserStore | None = None,
+    ) -> None:
+        s = runtime.settings
+        self.runtime = runtime
+        self.host = host if host is not None else s.smtp_host
+        self.port = port if port is not None else s.smtp_port
+        self.users = users or RelayUserStore(runtime.db, clock=runtime.clock)
+        # Validated now, so a bad allowlist is reported before anything listens.
+        self.rules = ClientRules.from_settings(
+            s.smtp_allowed_networks, s.smtp_auth_require_tls, s.smtp_auth_allow_loopback_plain
+        )
+        self.hostname = s.smtp_hostname or ""
+        self.handler: RelayHandler | None = None
+        self._server: asyncio.Server | None = None
+        self._log_filter = smtp_logging.CredentialFilter()
+        self._log_level = 0
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the SMTP server is already started")
+        s = self.runtime.settings
+        if not self.hostname:
+            self.hostname = await asyncio.to_thread(socket.getfqdn)  # may ask DNS: once, off the loop
+        tls = await asyncio.to_thread(server_context, s.smtp_tls_cert, s.smtp_tls_key, s.home, self.hostname)
+        handler = RelayHandler(self.runtime, self.users, self.rules, hostname=self.hostname)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> RelaySMTP:
+            return RelaySMTP(
+                handler,
+                data_size_limit=None,  # SIZE is announced and enforced by the relay (552 5.3.4)
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                hostname=self.hostname,
+                ident=GREETING_IDENT,
+                tls_context=tls,
+                auth_require_tls=True,  # the relay decides per client address (RelayHandler.auth_offered)
+                timeout=IDLE_TIMEOUT_SECONDS,
+                loop=loop,
+            )
+
+        self._log_level = smtp_logging.install(self._log_filter, verbose=s.log_level == "debug")
+        try:
+            self._server = await loop.create_server(protocol, host=self.host, port=self.port)
+        except OSError as exc:
+            smtp_logging.uninstall(self._log_filter, self._log_level)
+            raise ValidationError(
+                "smtp_port",
+                f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
+                key="smtp_port",
+                remedy="Choose another address or port (smtp_host, smtp_port), or stop the program using it.",
+            ) from exc
+        self.handler = handler
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("SMTP relay listening on %s:%s as %s", self.host, self.port, self.hostname)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop listening; let messages being committed get their reply; close the other sessions with 421."""
+        server, handler = self._server, self.handler
+        if server is None or handler is None:
+            return
+        self._server = None
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handler.no_replies_pending.wait(), grace)
+        for connection in list(handler.connections):
+            connection.close_for_shutdown()
+        await server.wait_closed()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handler.no_connections.wait(), 5)
+        smtp_logging.uninstall(self._log_filter, self._log_level)
+        log.info("SMTP relay on %s:%s stopped", self.host, self.port)
