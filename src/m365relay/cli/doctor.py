@@ -76,7 +76,8 @@ def print_results(connector: ConnectorConfig, results: list[CheckResult]) -> Non
         if r.remedy and r.status in ("warn", "fail"):
             out.print(f"    [yellow]what to do:[/] {escape(r.remedy)}")
     counts = {status: sum(1 for r in results if r.status == status) for status in SYMBOLS}
-    out.print(f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, {counts['skip']} not run")
+    warnings = "1 warning" if counts["warn"] == 1 else f"{counts['warn']} warnings"
+    out.print(f"{counts['pass']} passed, {warnings}, {counts['fail']} failed, {counts['skip']} not run")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors")
+ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks")
 
 
 def routers() -> list[APIRouter]:
