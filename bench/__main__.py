@@ -35,9 +35,13 @@ def print_rows(rows: list[dict[str, Any]], previous: dict[str, Any] | None = Non
     for r in rows:
         value = r["value"]
         shown = f"{value:,}" if isinstance(value, int | float) else str(value)
-        cells = [r["scenario"], r["metric"], f"{shown} {r.get('unit', '')}".strip(),
-                 "" if r.get("ratio") is None else f"{r['ratio']:.2f}",
-                 " ".join(str(x) for x in (r.get("baseline"), r.get("notes")) if x)]  # fmt: skip
+        cells = [
+            r["scenario"],
+            r["metric"],
+            f"{shown} {r.get('unit', '')}".strip(),
+            "" if r.get("ratio") is None else f"{r['ratio']:.2f}",
+            " ".join(str(x) for x in (r.get("baseline"), r.get("notes")) if x),
+        ]
         if before:
             old = before.get((r["scenario"], r["metric"]))
             cells.append(f"{value / old:.2f}x" if isinstance(old, int | float) and old else "")
@@ -53,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the results JSON")
     args = parser.parse_args(argv)
     env = environment()
-    print(f"m365relay benchmarks — {env['cpu']}, {env['cpus']} CPUs, Python {env['python']}, "
-          f"SQLite {env['sqlite']}, commit {env['commit']}{' (quick)' if args.quick else ''}")  # fmt: skip
+    print(
+        f"m365relay benchmarks — {env['cpu']}, {env['cpus']} CPUs, Python {env['python']}, "
+        f"SQLite {env['sqlite']}, commit {env['commit']}{' (quick)' if args.quick else ''}"
+    )
     rows: list[dict[str, Any]] = []
     for name in args.only or MODULES:
         try:

@@ -74,10 +74,21 @@ class SandboxProcess:
         demo_file = self.data / "demo.json"
         demo_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "m365relay.sandbox", "--demo", "--port", str(self.port), "--data", str(self.data),
-             "--latency-ms", str(self.latency_ms)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "m365relay.sandbox",
+                "--demo",
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data),
+                "--latency-ms",
+                str(self.latency_ms),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while not demo_file.exists():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -123,10 +134,16 @@ def connector_update(sandbox: SandboxProcess) -> Any:
 
     d = sandbox.demo
     return ConnectorUpdate(
-        client_id=d["client_id"], tenant_id=d["tenant_id"], user_name=d["mailbox"], cloud="custom",
-        login_url=d["url"], graph_url=d["url"], ca_file=d["ca_file"], secret=d["secret_value"],
+        client_id=d["client_id"],
+        tenant_id=d["tenant_id"],
+        user_name=d["mailbox"],
+        cloud="custom",
+        login_url=d["url"],
+        graph_url=d["url"],
+        ca_file=d["ca_file"],
+        secret=d["secret_value"],
         secret_expires=(date.today() + timedelta(days=300)).isoformat(),
-    )  # fmt: skip
+    )
 
 
 @contextlib.contextmanager

@@ -37,8 +37,11 @@ def _runtime(home: Path, database_url: str | None = None, **settings: Any) -> An
 def _connector(runtime: Any) -> int:
     from m365relay.connectors import ConnectorUpdate
 
-    update = ConnectorUpdate(client_id="4e7a1d93-c2b8-4f60-9a15-8d3c6e2b0f71", tenant_id="contoso.onmicrosoft.com",
-                             user_name="app@contoso.com")  # fmt: skip
+    update = ConnectorUpdate(
+        client_id="4e7a1d93-c2b8-4f60-9a15-8d3c6e2b0f71",
+        tenant_id="contoso.onmicrosoft.com",
+        user_name="app@contoso.com",
+    )
     return int(runtime.connectors.save("default", update).id)
 
 
@@ -118,21 +121,51 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         for name, url in backends:
             for threads in (1, 8):
                 value, _ = median_of(runs, lambda url=url, threads=threads: enqueue_rate(url, count, threads))
-                rows.append(row(f"enqueue, {name}, {threads} thread(s)", "messages/s", round(value), "msg/s",
-                                notes="1 KB messages, each committed durably"))  # fmt: skip
+                rows.append(
+                    row(
+                        f"enqueue, {name}, {threads} thread(s)",
+                        "messages/s",
+                        round(value),
+                        "msg/s",
+                        notes="1 KB messages, each committed durably",
+                    )
+                )
     if len(backends) == 1:
         rows.append(row("enqueue, PostgreSQL", "skipped", 0, "", notes="set M365RELAY_TEST_DATABASE_URL"))
     n = 240 if quick else 800
     results = [dispatch_rate(n) for _ in range(runs)]
     rate = statistics.median(r for r, _, _ in results)
     used = statistics.median(u for _, _, u in results)
-    rows.append(row("dispatch, 1 mailbox, Graph latency 50 ms", "messages/s", round(rate, 1), "msg/s",
-                    ratio=round(rate / 80.0, 3), baseline="ceiling 80 msg/s (4 in flight / 50 ms)"))  # fmt: skip
-    rows.append(row("dispatch, in-flight slot utilisation", "share of time", round(used, 3), "",
-                    ratio=round(used, 3), notes="time 4 slots had a request on the wire; the rest of the gap "
-                    "to 80 msg/s is the sandbox's own service time on these 2 shared cores"))  # fmt: skip
-    rows.append(row("dispatch, token requests", "per run", max(t for _, t, _ in results), "requests",
-                    notes=f"{n} messages per run"))  # fmt: skip
+    rows.append(
+        row(
+            "dispatch, 1 mailbox, Graph latency 50 ms",
+            "messages/s",
+            round(rate, 1),
+            "msg/s",
+            ratio=round(rate / 80.0, 3),
+            baseline="ceiling 80 msg/s (4 in flight / 50 ms)",
+        )
+    )
+    rows.append(
+        row(
+            "dispatch, in-flight slot utilisation",
+            "share of time",
+            round(used, 3),
+            "",
+            ratio=round(used, 3),
+            notes="time 4 slots had a request on the wire; the rest of the gap "
+            "to 80 msg/s is the sandbox's own service time on these 2 shared cores",
+        )
+    )
+    rows.append(
+        row(
+            "dispatch, token requests",
+            "per run",
+            max(t for _, t, _ in results),
+            "requests",
+            notes=f"{n} messages per run",
+        )
+    )
     return rows
 
 

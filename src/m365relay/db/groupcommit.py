@@ -85,6 +85,7 @@ class GroupCommitter:
                 self._thread.start()
 
     def _loop(self) -> None:
+        more: _Job | None = None
         while True:
             job = self._queue.get()
             if job is None:
@@ -100,6 +101,9 @@ class GroupCommitter:
                     break
                 batch.append(more)
             self._commit(batch)
+            # Drop the references now: a job's closure may hold a 35 MB message until the next batch otherwise.
+            job = more = None
+            batch.clear()
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
