@@ -34,12 +34,12 @@ def demo_command(
         bool, typer.Option("--send-test", help="Send one test message through the SMTP relay once it is up.")
     ] = False,
 ) -> None:
-    """Try m365relay without Microsoft 365: a local sandbox tenant, a connector configured against it, a relay
-    user, an administrator, and the relay itself (SMTP, HTTP API, admin UI, dispatcher).
+    """Try m365relay without Microsoft 365: a local sandbox tenant, a connector configured against it,
+    a relay user, an administrator, and the relay itself (SMTP, HTTP API, admin UI, dispatcher).
 
-    Prints how to send a message (swaks and Python one-liners) and where to watch it arrive, and writes the
-    same details to HOME/demo.json. Default ports are used when free, other free ports otherwise. Runs until
-    Ctrl-C or SIGTERM. Data lives in --home (default ./.m365relay); running it again reuses it.
+    Prints how to send a message (swaks and Python one-liners) and where to watch it arrive; HOME/demo.json too.
+
+    Default ports when free, free ones otherwise. Runs until Ctrl-C or SIGTERM. Running it again reuses HOME.
     """
     from ..demo import DEFAULT_HTTP_PORT, DEFAULT_SANDBOX_PORT, DEFAULT_SMTP_PORT, choose_port, run_demo
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from ..access.relay_users import RelayUserStore
 from ..errors import ValidationError
@@ -28,6 +29,7 @@ from .smtp_tls import server_context
 
 log = logging.getLogger("m365relay.smtp")
 SHUTDOWN_GRACE_SECONDS = 30.0  # how long stop() lets a message being committed finish and get its 250
+COMMIT_THREADS = 32  # concurrent messages being parsed and committed (they mostly wait for the commit)
 IDLE_TIMEOUT_SECONDS = 300  # RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command
 
 
@@ -54,6 +56,7 @@ class SmtpServer:
         self._server: asyncio.Server | None = None
         self._log_filter = smtp_logging.CredentialFilter()
         self._log_level = 0
+        self._committers: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         if self._server is not None:
@@ -62,7 +65,10 @@ class SmtpServer:
         if not self.hostname:
             self.hostname = await asyncio.to_thread(socket.getfqdn)  # may ask DNS: once, off the loop
         tls = await asyncio.to_thread(server_context, s.smtp_tls_cert, s.smtp_tls_key, s.home, self.hostname)
-        handler = RelayHandler(self.runtime, self.users, self.rules, hostname=self.hostname)
+        self._committers = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="m365relay-smtp-commit")
+        handler = RelayHandler(
+            self.runtime, self.users, self.rules, hostname=self.hostname, committers=self._committers
+        )
         loop = asyncio.get_running_loop()
 
         def protocol() -> RelaySMTP:
@@ -84,6 +90,7 @@ class SmtpServer:
             self._server = await loop.create_server(protocol, host=self.host, port=self.port)
         except OSError as exc:
             smtp_logging.uninstall(self._log_filter, self._log_level)
+            self._committers.shutdown(wait=False)
             raise ValidationError(
                 "smtp_port",
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
@@ -108,5 +115,8 @@ class SmtpServer:
         await server.wait_closed()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(handler.no_connections.wait(), 5)
+        if self._committers is not None:  # a commit already started finishes (its client just won't hear 250)
+            await asyncio.to_thread(self._committers.shutdown, True)
+            self._committers = None
         smtp_logging.uninstall(self._log_filter, self._log_level)
         log.info("SMTP relay on %s:%s stopped", self.host, self.port)
