@@ -70,7 +70,13 @@ def serve(home: Path, database_url: str | None, port: int) -> None:
     runtime = Runtime(_settings(home, database_url))
     try:
         uvicorn.run(
-            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+            create_app(runtime),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=60,  # a pooled client connection must not be closed under it between two posts
         )
     finally:
         runtime.close()
@@ -81,7 +87,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "bench.api_ingest", "--serve", str(home), str(self.port), database_url or ""]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = home / "server.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 30
@@ -95,7 +103,9 @@ class Server:
                 raise RuntimeError("the API server did not start")
             time.sleep(0.05)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # show why the server failed, if it said
+            sys.stderr.write(self.log.read_text("utf-8", "replace")[-3000:])
         self.proc.terminate()
         try:
             self.proc.wait(15)
@@ -114,7 +124,11 @@ async def _post_all(url: str, key: str, count: int, concurrency: int) -> float:
 
         async def one_client() -> None:
             for _ in range(per_client):
-                statuses.append((await client.post("/messages", json=MESSAGE)).status_code)
+                try:
+                    statuses.append((await client.post("/messages", json=MESSAGE)).status_code)
+                except httpx.TransportError as exc:  # counted as a failure below, not hidden
+                    statuses.append(-1)
+                    sys.stderr.write(f"transport error: {exc!r}\n")
 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))

@@ -4,13 +4,17 @@ cancel, idempotency, and the connector list."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
-from api_support import Api, drain
+from api_support import Api, api_settings, drain, serve_api
 
 from m365relay.relay import Relay
-from support import SandboxAdmin
+from m365relay.runtime import Runtime
+from m365relay.sandbox import SandboxServer
+from support import SandboxAdmin, connector_update
 
 PROBLEM = "application/problem+json"
 
@@ -274,3 +278,29 @@ def test_paused_connector_shows_reason_and_remedy(paused: Api) -> None:
     (item,) = paused.client("reader").get("/connectors").json()["items"]
     assert item["state"] == "paused" and "AADSTS7000215" in item["state_reason"]
     assert "Certificates & secrets" in item["state_remedy"] and item["state_error_kind"] == "InvalidSecretError"
+
+
+@pytest.fixture
+def api_on(database_url: str, tmp_path: Path, sandbox: SandboxServer) -> Iterator[Api]:
+    """The API over each database backend (SQLite always; PostgreSQL when configured)."""
+    runtime = Runtime(api_settings(tmp_path / "backend", database_url=database_url))
+    try:
+        yield from serve_api(runtime, runtime.connectors.save("default", connector_update(sandbox)))
+    finally:
+        runtime.close()
+
+
+def test_the_api_on_each_database_backend(api_on: Api) -> None:
+    client = api_on.client()
+    body = {"to": ["Ann <ann@example.com>"], "subject": "backend", "text": "x"}
+    first = client.post("/messages", json=body, headers={"Idempotency-Key": "k1"}).json()["id"]
+    assert client.post("/messages", json=body, headers={"Idempotency-Key": "k1"}).json()["id"] == first
+    assert client.post("/messages", json={**body, "text": "y"}, headers={"Idempotency-Key": "k1"}).status_code == 409
+    second = client.post("/messages", json={"to": ["bob@example.com"], "text": "x"}).json()["id"]
+    assert [m["id"] for m in client.get("/messages", params={"recipient": "ANN@"}).json()["items"]] == [first]
+    page = client.get("/messages", params={"limit": 1}).json()
+    assert [m["id"] for m in page["items"]] == [second]
+    assert [m["id"] for m in client.get("/messages", params={"cursor": page["next"]}).json()["items"]] == [first]
+    assert client.delete(f"/messages/{first}").json()["status"] == "cancelled"
+    assert api_on.client(None).get("/messages").status_code == 401
+    assert api_on.client("reader").get("/connectors").json()["items"][0]["state"] == "active"
