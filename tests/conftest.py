@@ -15,22 +15,11 @@ from fixtures_sandbox import *  # noqa: F403
 from m365relay.connectors import ConnectorConfig
 from m365relay.runtime import Runtime
 from m365relay.sandbox import SandboxServer
-from m365relay.settings import Settings, load_settings
-from support import SandboxAdmin, connector_update
+from m365relay.settings import Settings
+from support import SandboxAdmin, connector_update, make_settings
 
 PG_URL = os.environ.get("M365RELAY_TEST_DATABASE_URL")
 PG_SKIP = "PostgreSQL tests need M365RELAY_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
-
-
-def make_settings(home: Path, database_url: str | None = None, **overrides: object) -> Settings:
-    fast = {
-        "poll_interval": 0.05,
-        "retry_base_seconds": 0.2,
-        "retry_max_seconds": 2.0,
-        "probe_base_seconds": 0.2,
-        "probe_max_seconds": 1.0,
-    }
-    return load_settings(environ={}, home=home, database_url=database_url, **{**fast, **overrides})
 
 
 @pytest.fixture

@@ -6,12 +6,27 @@ import email
 import email.policy
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from m365relay.connectors import ConnectorUpdate
 from m365relay.sandbox import SandboxServer
+from m365relay.settings import Settings, load_settings
+
+
+def make_settings(home: Path, database_url: str | None = None, **overrides: object) -> Settings:
+    """Settings for a test: a private home, short retry and probe delays."""
+    fast = {
+        "poll_interval": 0.05,
+        "retry_base_seconds": 0.2,
+        "retry_max_seconds": 2.0,
+        "probe_base_seconds": 0.2,
+        "probe_max_seconds": 1.0,
+    }
+    return load_settings(environ={}, home=home, database_url=database_url, **{**fast, **overrides})
+
 
 SECRET_EXPIRES = (date.today() + timedelta(days=300)).isoformat()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -46,8 +46,7 @@ async def serve(
                 create_app(runtime, dispatcher=dispatcher), host=s.http_host, port=s.http_port,
                 log_level="warning", access_log=False, lifespan="on", server_header=False,
             )  # fmt: skip
-            http_server = uvicorn.Server(config)
-            http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            http_server = _QuietServer(config)
             tasks.append(asyncio.create_task(http_server.serve(), name="http"))
             while not http_server.started:
                 if tasks[-1].done():
@@ -77,6 +76,14 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runtime.sender.aclose()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, minus its own signal handling: ``serve`` owns SIGTERM/SIGINT and stops every part in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _bound_port(server: uvicorn.Server | None) -> int | None:

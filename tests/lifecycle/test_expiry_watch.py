@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from lifecycle_support import webhook_receiver
 
-from conftest import make_settings
 from m365relay.clock import ManualClock
 from m365relay.connectors import ConnectorUpdate
 from m365relay.lifecycle import ExpiryWatch
 from m365relay.runtime import Runtime
 from m365relay.sandbox import SandboxServer
-from support import SandboxAdmin, connector_update
+from support import SandboxAdmin, connector_update, make_settings
 
 START = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 ALERTS = ["ops@example.com", "security@example.com"]

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
-from support import SandboxAdmin, connector_update
 
 from m365relay.relay import Relay
 from m365relay.runtime import Runtime
 from m365relay.sandbox import SandboxServer
+from support import SandboxAdmin, connector_update, make_settings
 
 MAILBOXES = ["alpha@contoso.onmicrosoft.com", "beta@contoso.onmicrosoft.com", "gamma@contoso.onmicrosoft.com"]
 
@@ -34,12 +33,20 @@ def pg_runtime(pg_url: str, tmp_path: Path, sandbox: SandboxServer, admin: Sandb
 
 
 def start_workers(runtime: Runtime, n: int) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "M365RELAY_HOME": str(runtime.settings.home),
-           "M365RELAY_DATABASE_URL": runtime.settings.effective_database_url, "M365RELAY_LEASE_SECONDS": "3",
-           "M365RELAY_POLL_INTERVAL": "0.05"}  # fmt: skip
+    env = {
+        **os.environ,
+        "M365RELAY_HOME": str(runtime.settings.home),
+        "M365RELAY_DATABASE_URL": runtime.settings.effective_database_url,
+        "M365RELAY_LEASE_SECONDS": "3",
+        "M365RELAY_POLL_INTERVAL": "0.05",
+    }
     return [
-        subprocess.Popen([sys.executable, "-m", "m365relay", "worker", "--quiet"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "m365relay", "worker", "--quiet"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(n)
     ]
 
@@ -58,8 +65,10 @@ def enqueue(runtime: Runtime, per_mailbox: int) -> set[str]:
     ids = []
     for address in MAILBOXES:
         name = address.split("@")[0]
-        ids += [relay.enqueue(to=[f"{name}{i}@example.com"], subject=f"{name} {i}", text="x", connector=name)
-                for i in range(per_mailbox)]  # fmt: skip
+        ids += [
+            relay.enqueue(to=[f"{name}{i}@example.com"], subject=f"{name} {i}", text="x", connector=name)
+            for i in range(per_mailbox)
+        ]
     return {runtime.outbox.get(i, events=False).message_id or "" for i in ids}
 
 

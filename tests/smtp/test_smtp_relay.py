@@ -235,12 +235,6 @@ def test_unicode_addresses_and_subjects_are_queued_intact(relay: Relay) -> None:
     assert " with UTF8SMTPSA id " in " ".join(headers.split())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: graph/mime.py OutgoingMessage.from_stream parses a UTF-8 header block (RFC 6532) with the bytes "
-    "parser, so the dispatcher sees surrogate escapes instead of jörg@example.com; decoding the block as UTF-8 "
-    "(HeaderParser, policy.SMTPUTF8) fixes it — see the SMTP issue's report",
-)
 def test_unicode_addresses_and_subjects_survive_to_the_sandbox(relay: Relay, admin: SandboxAdmin) -> None:
     _send_unicode(relay)
     relay.deliver()

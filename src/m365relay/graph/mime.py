@@ -21,7 +21,7 @@ from email import policy
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from email.utils import formatdate, getaddresses
 from typing import BinaryIO
 
@@ -67,7 +67,12 @@ class OutgoingMessage:
         else:
             header_bytes, body_offset = head[: found.start()] + b"\r\n", found.end()
         utf8 = _has_8bit(header_bytes)
-        headers = BytesHeaderParser(policy=policy.SMTPUTF8 if utf8 else policy.SMTP).parsebytes(header_bytes)
+        if utf8:
+            # RFC 6532 headers are UTF-8: the bytes parser would keep them as escaped bytes and mangle the
+            # addresses, so decode first (surrogateescape keeps any stray non-UTF-8 byte round-trippable).
+            headers = HeaderParser(policy=policy.SMTPUTF8).parsestr(header_bytes.decode("utf-8", "surrogateescape"))
+        else:
+            headers = BytesHeaderParser(policy=policy.SMTP).parsebytes(header_bytes)
         return cls(headers, stream, body_offset, total - body_offset, utf8)
 
     # -- reading --------------------------------------------------------------------------------
