@@ -93,3 +93,32 @@ def test_chunked_body_under_the_limit_is_accepted(limited: Api) -> None:
 
     response = limited.client().post("/messages/raw", content=body(), headers={"Content-Type": "message/rfc822"})
     assert response.status_code == 202, response.text
+
+
+@pytest.fixture
+def shallow(tmp_path: Path, sandbox: SandboxServer, clock: ManualClock) -> Iterator[Api]:
+    runtime = Runtime(api_settings(tmp_path / "shallow", max_queue_depth=2), clock=clock)
+    try:
+        connector = runtime.connectors.save("default", connector_update(sandbox))
+        yield from serve_api(runtime, connector)
+    finally:
+        runtime.close()
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_accepts_again_once_drained(
+    shallow: Api, clock: ManualClock
+) -> None:
+    with shallow.client() as client:
+        for _ in range(2):
+            assert client.post("/messages", json=MESSAGE).status_code == 202
+        clock.advance(1.1)  # the queue figures are re-read at most once a second
+        refused = client.post("/messages", json=MESSAGE)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "60"
+        problem = refused.json()
+        assert problem["type"].endswith("/queue-full") and "2 messages" in problem["detail"]
+        assert len(shallow.runtime.outbox.list()) == 2, "nothing was accepted"
+        for message in shallow.runtime.outbox.list():
+            shallow.runtime.outbox.cancel(message.id)
+        clock.advance(1.1)
+        assert client.post("/messages", json=MESSAGE).status_code == 202

@@ -22,7 +22,6 @@ from ...connectors import ConnectorConfig
 from ...errors import NotFoundError
 from ..problems import ProblemError
 from ..ratelimit import RateLimiter, retry_after_header
-from .backpressure import Backpressure
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
@@ -75,7 +74,6 @@ class ApiContext:
     runtime: Runtime
     keys: ApiKeyStore
     limiter: RateLimiter
-    backpressure: Backpressure
     connectors: ConnectorDirectory
 
     @classmethod
@@ -85,7 +83,6 @@ class ApiContext:
             runtime=runtime,
             keys=ApiKeyStore(runtime.db, runtime.clock),
             limiter=RateLimiter(s.api_rate_limit, 2 * s.api_rate_limit, clock=runtime.clock),
-            backpressure=Backpressure(runtime, max_depth=s.max_queue_depth, max_age=s.max_queue_age),
             connectors=ConnectorDirectory(runtime),
         )
 

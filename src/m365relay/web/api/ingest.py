@@ -64,7 +64,10 @@ async def accept(
 
     def commit() -> tuple[int, bool, str]:
         connector = choose_connector(context, key, submission.connector)
-        context.backpressure.check()
+        if (pressure := runtime.backpressure.check()) is not None:  # shared with SMTP (outbox/backpressure.py)
+            raise ProblemError(
+                "queue-full", f"{pressure.reason}; retry later", headers={"Retry-After": str(pressure.retry_after)}
+            )
         outgoing = submission.build(connector)
         try:
             result = runtime.outbox.enqueue(
