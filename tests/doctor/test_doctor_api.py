@@ -10,14 +10,16 @@ from typing import Any
 import httpx
 
 from m365relay.access.api_keys import ApiKeyStore
-from m365relay.connectors import ConnectorConfig
+from m365relay.connectors import ConnectorConfig, ConnectorUpdate
 from m365relay.runtime import Runtime
 from m365relay.web import create_app
 from support import SandboxAdmin
 
 
-def call(runtime: Runtime, method: str, path: str, scopes: list[str], **kw: Any) -> httpx.Response:
-    token = ApiKeyStore(runtime.db).create(f"key-{uuid.uuid4().hex[:8]}", scopes).token
+def call(
+    runtime: Runtime, method: str, path: str, scopes: list[str], connector_id: int | None = None, **kw: Any
+) -> httpx.Response:
+    token = ApiKeyStore(runtime.db).create(f"key-{uuid.uuid4().hex[:8]}", scopes, connector_id=connector_id).token
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(runtime))
@@ -57,3 +59,9 @@ def test_post_sends_the_test_message_with_the_admin_scope_only(
     assert len(admin.messages()) == 1
     missing = call(runtime, "GET", "/api/v1/connectors/999/checks", ["read"])
     assert missing.status_code == 404
+    other = runtime.connectors.save(
+        "other",
+        ConnectorUpdate(client_id=connector.client_id, tenant_id=connector.tenant_id, user_name="other@contoso.com"),
+    )
+    elsewhere = call(runtime, "GET", path, ["admin"], connector_id=other.id)
+    assert elsewhere.status_code == 403 and "bound to another connector" in elsewhere.text

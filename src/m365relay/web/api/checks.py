@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...access.api_keys import ApiKey
 from ...doctor import CheckResult, exit_status, run_checks
+from ..problems import ProblemError
 from .context import ApiContext, Context, require
 from .models import problem_responses
 
@@ -56,11 +57,11 @@ class SendTest(BaseModel):
     responses=problem_responses(404, 503),
 )
 async def get_checks(
-    connector_id: ConnectorId, context: Context, _key: Annotated[ApiKey, Depends(require("read"))]
+    connector_id: ConnectorId, context: Context, key: Annotated[ApiKey, Depends(require("read"))]
 ) -> CheckReport:
     """Checks 1–5 against Microsoft 365: configuration, tenant in its cloud, app, credential, Mail.Send consent.
     Check 6 (the mailbox) is reported as not run; POST runs it."""
-    return await _report(context, connector_id, None)
+    return await _report(context, key, connector_id, None)
 
 
 @router.post(
@@ -73,13 +74,16 @@ async def post_checks(
     connector_id: ConnectorId,
     body: SendTest,
     context: Context,
-    _key: Annotated[ApiKey, Depends(require("admin"))],
+    key: Annotated[ApiKey, Depends(require("admin"))],
 ) -> CheckReport:
     """All six checks; check 6 sends a real message to `send_test_to` and reports Graph's request id."""
-    return await _report(context, connector_id, body.send_test_to)
+    return await _report(context, key, connector_id, body.send_test_to)
 
 
-async def _report(context: ApiContext, connector_id: int, send_test_to: str | None) -> CheckReport:
+async def _report(context: ApiContext, key: ApiKey, connector_id: int, send_test_to: str | None) -> CheckReport:
+    if key.connector_id is not None and key.connector_id != connector_id:
+        # A key bound to one connector (api-key create --connector) acts for that connector only.
+        raise ProblemError("forbidden", f"The API key {key.name!r} is bound to another connector.")
     runtime = context.runtime
     connector = await run_in_threadpool(runtime.connectors.get, connector_id)
     results = await run_checks(runtime, connector, send_test_to=send_test_to)
