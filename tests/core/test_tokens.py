@@ -104,3 +104,18 @@ def test_cli_send_failure_output_carries_no_secret(runtime: Runtime, sandbox: Sa
     assert done.returncode == 78  # EX_CONFIG: the connector's setup is wrong
     assert "AADSTS7000215" in done.stderr and "what to do:" in done.stderr
     assert wrong not in done.stderr + done.stdout
+
+
+def test_a_send_prepared_before_a_rotation_uses_the_new_credential(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin
+) -> None:
+    old_snapshot = connector
+    runtime.tokens.acquire(old_snapshot)
+    new = admin.add_secret()
+    rotated = runtime.connectors.save("default", ConnectorUpdate(secret=new["value"], secret_expires="2027-01-31"))
+    runtime.tokens.acquire(rotated)
+    admin.delete_secret(admin.demo["secret_id"])  # the admin removes the old secret in Azure
+    # A message claimed before the change still holds the old snapshot: it must not rebuild from the old secret.
+    token = runtime.tokens.acquire(old_snapshot)
+    assert token.roles is not None and "Mail.Send" in token.roles
+    assert admin.stats()["token_failures"] == {}

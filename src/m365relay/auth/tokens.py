@@ -74,6 +74,7 @@ class RecordingHttpClient:
 @dataclass
 class _Entry:
     key: str
+    version: int  # the connector's config_version the app was built from
     app: msal.ConfidentialClientApplication
     http: RecordingHttpClient
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -126,7 +127,7 @@ class TokenProvider:
     def _still_fresh(self, connector: ConnectorConfig) -> AccessToken | None:
         """The last token, while more than MSAL's own refresh margin (five minutes) of it remains."""
         entry = self._entries.get(connector.id)
-        token = entry.last if entry is not None and entry.key == connector.token_key else None
+        token = entry.last if entry is not None and self._current(entry, connector) else None
         if token is None or (token.expires_at - self.clock.now()).total_seconds() <= REFRESH_MARGIN_SECONDS:
             return None
         return AccessToken(token.value, token.expires_at, token.roles, from_cache=True)
@@ -150,19 +151,27 @@ class TokenProvider:
     def _entry(self, connector: ConnectorConfig) -> _Entry:
         with self._lock:
             entry = self._entries.get(connector.id)
-            if entry is not None and entry.key == connector.token_key:
+            if entry is not None and self._current(entry, connector):
                 return entry
         # Build outside the provider-wide lock: discovery is a network call.
         fresh = self._build(connector, connector.credential)
         with self._lock:
             old = self._entries.get(connector.id)
-            if old is not None and old.key == connector.token_key:
+            if old is not None and self._current(old, connector):
                 fresh.http.close()  # another thread won the race; use its app and its cache
                 return old
             self._entries[connector.id] = fresh
         if old is not None:
             old.http.close()
         return fresh
+
+    @staticmethod
+    def _current(entry: _Entry, connector: ConnectorConfig) -> bool:
+        """Whether ``entry`` serves a request made with this (possibly older) snapshot of the connector.
+
+        A send prepared just before the admin rotated the secret still carries the old configuration; it
+        must use the app built from the newer one, not rebuild from a secret that may be deleted already."""
+        return entry.key == connector.token_key or entry.version > connector.config_version
 
     def _build(self, connector: ConnectorConfig, credential: Credential | None) -> _Entry:
         if credential is None:
@@ -187,7 +196,7 @@ class TokenProvider:
         except Exception:
             http.close()
             raise
-        return _Entry(connector.token_key, app, http)
+        return _Entry(connector.token_key, connector.config_version, app, http)
 
     def _acquire(self, connector: ConnectorConfig, entry: _Entry) -> AccessToken:
         with entry.lock:  # one request per lifetime even when many senders ask at once

@@ -13,7 +13,6 @@ import os
 import sys
 from typing import Annotated, NoReturn
 
-import click
 import typer
 from rich.console import Console
 
@@ -82,21 +81,33 @@ def main(argv: list[str] | None = None) -> None:
     except M365RelayError as exc:
         report(exc)
         sys.exit(exit_code_for(exc))
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:
+        # Click's own outcomes (usage errors, --help's exit, Abort). Matched by shape, not class: typer ≥ 0.29
+        # bundles a private copy of click whose classes are not the click package's.
+        _click_outcome(exc)
         if os.environ.get("M365RELAY_DEBUG"):
             raise
         err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
         err.print("run again with M365RELAY_DEBUG=1 to see the traceback, and please report it")
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click_outcome(exc: Exception) -> None:
+    """Exit the way click would for its own exceptions; return for anything else."""
+    name = type(exc).__name__
+    if name == "Exit":
+        sys.exit(getattr(exc, "exit_code", 0))
+    if name == "Abort":
+        err.print("aborted")
+        sys.exit(130)
+    show = getattr(exc, "show", None)
+    if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+        show()
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
 
 
 def _register() -> None:
