@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from .. import __version__
-from . import health, metrics
+from . import admin, health, metrics
 from .api.factory import PREFIX, create_api
 
 if TYPE_CHECKING:
@@ -25,4 +25,5 @@ def create_app(runtime: Runtime, *, dispatcher: Dispatcher | None = None) -> Fas
     app.include_router(metrics.router)
     app.state.api = create_api(runtime)
     app.mount(PREFIX, app.state.api)
+    admin.install(app, runtime)
     return app

@@ -1,0 +1,65 @@
+"""The overview (``/admin/``), the audit log, and the page for addresses that name nothing."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ...connectors.expiry import expiry_state
+from .audit_log import KINDS, PAGE_SIZE, entries
+from .connector_view import credential_line
+from .context import Ctx
+
+router = APIRouter(include_in_schema=False)
+fallback = APIRouter(include_in_schema=False)  # joined last: it matches every other /admin/ path
+
+
+@router.get("/admin/", name="admin_home")
+def overview(ctx: Ctx) -> Response:
+    runtime = ctx.runtime
+    now = runtime.clock.now()
+    connectors = [
+        {
+            "connector": c,
+            "credential": credential_line(c.credential, now),
+            "expiry": expiry_state(c, now),
+        }
+        for c in runtime.connectors.all()
+    ]
+    return ctx.ui.render("overview.html", ctx, connectors=connectors, stats=runtime.outbox.stats())
+
+
+@router.get("/admin/audit", name="admin_audit")
+def audit_page(request: Request, ctx: Ctx) -> Response:
+    kind, before = request.query_params.get("kind", ""), request.query_params.get("before", "")
+    errors = []
+    if kind not in KINDS:
+        errors.append(f"{kind!r} is not one of the offered choices.")
+        kind = ""
+    if before and not (before.isdigit() and len(before) < 19):
+        errors.append(f"The page marker {before!r} is not an entry number.")
+        before = ""
+    found = [] if errors else entries(ctx.runtime, kind=kind, before_id=int(before) if before else None)
+    more = len(found) == PAGE_SIZE
+    return ctx.ui.render(
+        "audit.html",
+        ctx,
+        status_code=400 if errors else 200,
+        entries=found,
+        kinds=KINDS,
+        kind=kind,
+        errors=errors,
+        next_before=found[-1].id if more else None,
+        paged=bool(before),
+    )
+
+
+@fallback.api_route("/admin/{rest:path}", methods=["GET", "POST"], name="admin_not_found")
+def not_found(rest: str, ctx: Ctx) -> Response:
+    return ctx.ui.render(
+        "error.html",
+        ctx,
+        status_code=404,
+        title="Page not found",
+        text="There is no admin page at this address.",
+    )
