@@ -23,7 +23,7 @@ from ..db.engine import Database
 from ..db.models import BudgetBucketRow
 
 CHUNK_REQUESTS = 32
-CHUNK_RECIPIENTS = 256
+CHUNK_RECIPIENTS = 64
 ALLOWANCE_SECONDS = 60.0
 
 
@@ -51,24 +51,31 @@ class Budgets:
         self._lock = threading.Lock()
 
     def reserve(self, connector_id: int, recipients: int, requests: int = 1) -> float | None:
-        """Spend budget for one send and return None, or return the seconds to wait before it fits."""
+        """Spend budget for one send and return None, or return the seconds to wait before it fits.
+
+        Each dimension is topped up on its own when it runs short, so a message with many recipients does
+        not throw away the request allowance (and the other way round)."""
         with self._lock:
+            now = self.clock.monotonic()
             allowance = self._allowances.get(connector_id)
-            if (
-                allowance is not None
-                and allowance.until > self.clock.monotonic()
-                and allowance.requests >= requests
-                and allowance.recipients >= recipients
-            ):
-                allowance.requests -= requests
-                allowance.recipients -= recipients
-                return None
-            wait, granted = self._lease(connector_id, requests, recipients)
-            if wait is None:
-                self._allowances[connector_id] = _Allowance(
-                    granted[0] - requests, granted[1] - recipients, self.clock.monotonic() + ALLOWANCE_SECONDS
+            if allowance is None or allowance.until <= now:
+                allowance = _Allowance(0, 0, now + ALLOWANCE_SECONDS)  # an expired remainder is simply lost
+            short = (max(0, requests - allowance.requests), max(0, recipients - allowance.recipients))
+            if any(short):
+                wanted = (
+                    max(short[0], CHUNK_REQUESTS) if short[0] else 0,
+                    max(short[1], CHUNK_RECIPIENTS) if short[1] else 0,
                 )
-            return wait
+                wait, granted = self._lease(connector_id, short, wanted)
+                if wait is not None:
+                    return wait
+                allowance = _Allowance(
+                    allowance.requests + granted[0], allowance.recipients + granted[1], now + ALLOWANCE_SECONDS
+                )
+            allowance.requests -= requests
+            allowance.recipients -= recipients
+            self._allowances[connector_id] = allowance
+            return None
 
     def usage(self, connector_id: int) -> tuple[int, int]:
         """(requests counted in the request window, recipients in the recipient window)."""
@@ -79,7 +86,10 @@ class Budgets:
                 self._total(session, connector_id, BudgetBucketRow.recipients, minute, self.limits.recipient_window),
             )
 
-    def _lease(self, connector_id: int, requests: int, recipients: int) -> tuple[float | None, tuple[int, int]]:
+    def _lease(
+        self, connector_id: int, needed: tuple[int, int], wanted: tuple[int, int]
+    ) -> tuple[float | None, tuple[int, int]]:
+        """Count (requests, recipients) against the windows: at least ``needed``, up to ``wanted``."""
         now = self.clock.now().timestamp()
         minute = int(now // 60)
         lim = self.limits
@@ -95,16 +105,14 @@ class Budgets:
             request_rows = [(m, r) for m, r, _ in buckets if m > minute - lim.request_window // 60]
             recipient_rows = [(m, n) for m, _, n in buckets if m > minute - lim.recipient_window // 60]
             wait = max(
-                _wait(request_rows, requests, lim.requests, lim.request_window, now),
-                _wait(recipient_rows, recipients, lim.recipients, lim.recipient_window, now),
+                _wait(request_rows, needed[0], lim.requests, lim.request_window, now),
+                _wait(recipient_rows, needed[1], lim.recipients, lim.recipient_window, now),
             )
             if wait > 0:
                 return wait, (0, 0)
-            free_requests = lim.requests - sum(n for _, n in request_rows)
-            free_recipients = lim.recipients - sum(n for _, n in recipient_rows)
             granted = (
-                min(max(requests, CHUNK_REQUESTS), free_requests),
-                min(max(recipients, CHUNK_RECIPIENTS), free_recipients),
+                max(needed[0], min(wanted[0], lim.requests - sum(n for _, n in request_rows))),
+                max(needed[1], min(wanted[1], lim.recipients - sum(n for _, n in recipient_rows))),
             )
             self._add(session, connector_id, minute, *granted)
             if minute % 60 == 0:  # now and then, forget buckets older than the longest window

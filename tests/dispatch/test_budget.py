@@ -1,0 +1,57 @@
+"""Budgets are leased in chunks and spent locally: what the database counts stays within one chunk of what
+was really sent, the windows roll, and several processes share one budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support_outbox import Env
+
+from m365relay.dispatch import BudgetLimits, Budgets
+from m365relay.dispatch.budget import CHUNK_RECIPIENTS, CHUNK_REQUESTS
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(database_url, str(tmp_path))
+    yield e
+    e.close()
+
+
+def test_counted_usage_stays_within_a_chunk_of_real_usage(env: Env) -> None:
+    budgets = Budgets(env.db, env.clock, BudgetLimits())
+    connector = env.connectors[0]
+    sent_requests = sent_recipients = 0
+    for n in range(300):
+        recipients = 1 if n % 10 else 7  # mostly one recipient, now and then several
+        assert budgets.reserve(connector, recipients) is None
+        sent_requests, sent_recipients = sent_requests + 1, sent_recipients + recipients
+    counted_requests, counted_recipients = budgets.usage(connector)
+    assert sent_requests <= counted_requests <= sent_requests + CHUNK_REQUESTS
+    assert sent_recipients <= counted_recipients <= sent_recipients + CHUNK_RECIPIENTS
+
+
+def test_the_budget_defers_then_the_window_rolls(env: Env) -> None:
+    limits = BudgetLimits(requests=1000, request_window=600, recipients=10, recipient_window=3600)
+    budgets = Budgets(env.db, env.clock, limits)
+    connector = env.connectors[0]
+    for _ in range(10):
+        assert budgets.reserve(connector, 1) is None
+    wait = budgets.reserve(connector, 1)
+    assert wait is not None and 3500 < wait <= 3660, "wait until the oldest minute leaves the hour"
+    env.clock.advance(wait)
+    assert budgets.reserve(connector, 1) is None
+
+
+def test_processes_share_one_budget(env: Env) -> None:
+    limits = BudgetLimits(recipients=100, recipient_window=3600)
+    one, two = Budgets(env.db, env.clock, limits), Budgets(env.db, env.clock, limits)
+    granted = 0
+    for _ in range(100):
+        for budgets in (one, two):
+            if budgets.reserve(env.connectors[0], 1) is None:
+                granted += 1
+    assert granted <= 100, "together they never exceed the mailbox's budget"
+    assert granted >= 100 - 2 * CHUNK_RECIPIENTS, "and each wastes at most its unspent chunk"
