@@ -97,6 +97,7 @@ def test_accept_grants_mail_send_and_the_page_confirms_it_from_a_token(
     [entry] = consent_entries(runtime)
     assert entry.action == "connector.consent" and entry.actor == "web:alice"
     assert entry.detail == {"outcome": "granted", "mail_send": True, "roles": ["Mail.Send", "Mail.ReadWrite"]}
+    assert runtime.connectors.get(unconsented.id).consent_granted_at == entry.at, "the date is kept"
 
 
 def test_cancel_is_reported_in_plain_words(
@@ -111,6 +112,7 @@ def test_cancel_is_reported_in_plain_words(
     assert "Admin consent was not granted on" in page, "the checklist's step 3"
     [entry] = consent_entries(runtime)
     assert entry.detail == {"outcome": "declined", "error": "consent_required", "code": "AADSTS65004"}
+    assert runtime.connectors.get(unconsented.id).consent_granted_at is None
 
 
 @pytest.mark.parametrize(

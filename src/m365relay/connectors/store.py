@@ -194,6 +194,18 @@ class ConnectorStore:
             row.next_probe_at = next_probe_at
             row.probe_attempts = probe_attempts
 
+    def record_consent(
+        self, connector_id: int, *, actor: str, detail: dict[str, Any], remote_addr: str | None = None
+    ) -> None:
+        """Admin consent was granted (the v2.0 adminconsent callback said so): keep the date, audit it."""
+        now = self.clock.now()
+        with self.db.write() as session:
+            row = session.get(ConnectorRow, connector_id)
+            if row is None:
+                raise NotFoundError(f"no connector {connector_id}")
+            row.consent_granted_at = now
+            audit.record(session, actor, "connector.consent", row.name, detail, remote_addr=remote_addr, at=now)
+
     def set_next_probe(self, connector_id: int, when: datetime) -> None:
         with self.db.write() as session:
             session.execute(update(ConnectorRow).where(ConnectorRow.id == connector_id).values(next_probe_at=when))

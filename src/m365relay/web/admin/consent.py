@@ -229,7 +229,7 @@ def _granted(ctx: AdminContext, connector: ConnectorConfig, check: CheckResult |
     roles = list(check.data.get("roles", [])) if check is not None else []
     confirmed = check is not None and check.id == "permission" and "Mail.Send" in roles
     detail = {"outcome": "granted", "mail_send": confirmed if check is not None else None, "roles": roles}
-    record(runtime, ctx.actor, "connector.consent", connector.name, detail, ctx.remote_addr)
+    runtime.connectors.record_consent(connector.id, actor=ctx.actor, detail=detail, remote_addr=ctx.remote_addr)
     if confirmed and connector.paused:
         runtime.connectors.set_next_probe(connector.id, runtime.clock.now())  # the waiting mail goes out now
     if check is None:
