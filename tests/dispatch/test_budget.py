@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support_outbox import Env
 
 from m365relay.dispatch import BudgetLimits, Budgets
 from m365relay.dispatch.budget import CHUNK_RECIPIENTS, CHUNK_REQUESTS
+from support_outbox import Env
 
 
 @pytest.fixture
