@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,16 +43,19 @@ class LocalGate:
     def in_flight(self, connector_id: int) -> int:
         return self._held.get(connector_id, 0)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         pass
 
 
 class AdvisoryGate(LocalGate):
-    def __init__(self, db: Database, capacity: int) -> None:
+    """Slots as PostgreSQL advisory locks on a few dedicated asyncio connections (psycopg's AsyncConnection:
+    no thread hop per slot, which matters at one lock and one unlock per message). Connectors are spread
+    over the connections so that mailboxes do not queue behind each other's lock requests."""
+
+    def __init__(self, db: Database, capacity: int, connections: int = 4) -> None:
         super().__init__(capacity)
         self.db = db
-        self._conn: Any = None
-        self._lock = threading.Lock()
+        self._shards = [_Shard() for _ in range(connections)]
         self._numbers: dict[int, set[int]] = {}  # slot numbers this process holds, per connector
 
     @contextlib.asynccontextmanager
@@ -61,60 +63,77 @@ class AdvisoryGate(LocalGate):
         # The local semaphore keeps this process from asking for more than the capacity at all.
         async with super().slot(connector_id):
             delay = POLL_SECONDS
-            while (number := await asyncio.to_thread(self._try_lock, connector_id)) is None:
+            while (number := await self._try_lock(connector_id)) is None:
                 await asyncio.sleep(delay)  # another process holds every slot: look again shortly
                 delay = min(delay * 2, 0.05)
             try:
                 yield
             finally:
-                await asyncio.shield(asyncio.to_thread(self._unlock, connector_id, number))
+                await asyncio.shield(self._unlock(connector_id, number))
 
-    def _try_lock(self, connector_id: int) -> int | None:
-        with self._lock:
+    async def _try_lock(self, connector_id: int) -> int | None:
+        shard = self._shard(connector_id)
+        async with shard.lock:
             mine = self._numbers.setdefault(connector_id, set())
             try:
-                cursor = self._connection().cursor()
+                conn = await self._connection(shard)
                 for number in range(self.capacity):
                     # Session-level advisory locks are re-entrant: a slot this connection already holds would
                     # be "granted" again, so the slots this process holds are never asked for.
                     if number in mine:
                         continue
-                    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number)))
-                    if cursor.fetchone()[0]:
+                    cursor = await conn.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number))
+                    )
+                    row = await cursor.fetchone()
+                    if row and row[0]:
                         mine.add(number)
                         return number
                 return None
             except Exception as exc:  # the connection (and so every lock on it) is gone: start afresh
-                self._reset()
+                await self._reset(shard)
                 raise StoreError("the database connection for in-flight slots was lost") from exc
 
-    def _unlock(self, connector_id: int, number: int) -> None:
-        with self._lock:
+    async def _unlock(self, connector_id: int, number: int) -> None:
+        shard = self._shard(connector_id)
+        async with shard.lock:
             self._numbers.get(connector_id, set()).discard(number)
             try:
-                self._connection().cursor().execute(
-                    "SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number))
-                )
+                conn = await self._connection(shard)
+                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, _key(connector_id, number)))
             except Exception:  # a lost connection released every lock it held anyway
-                self._reset()
+                await self._reset(shard)
 
-    def _connection(self) -> Any:
-        if self._conn is None:
-            raw = self.db.engine.raw_connection()
-            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
-            self._conn = raw
-        return self._conn.driver_connection
+    def _shard(self, connector_id: int) -> _Shard:
+        return self._shards[connector_id % len(self._shards)]
 
-    def _reset(self) -> None:
-        self._numbers.clear()  # a closed connection holds no locks
-        if self._conn is not None:
+    async def _connection(self, shard: _Shard) -> Any:
+        if shard.conn is None:
+            import psycopg
+
+            url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            shard.conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        return shard.conn
+
+    async def _reset(self, shard: _Shard) -> None:
+        for connector_id in [c for c in self._numbers if self._shard(c) is shard]:
+            self._numbers[connector_id].clear()  # a closed connection holds no locks
+        if shard.conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.invalidate()
-            self._conn = None
+                await shard.conn.close()
+            shard.conn = None
 
-    def close(self) -> None:
-        with self._lock:
-            self._reset()  # invalidate, not return to the pool: it was switched to autocommit
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await self._reset(shard)
+
+
+class _Shard:
+    """One dedicated connection and the lock that keeps its queries one at a time."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.lock = asyncio.Lock()
 
 
 def _key(connector_id: int, number: int) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import os
 import socket
@@ -156,19 +157,24 @@ class Dispatcher:
         finally:
             self.outbox.listeners.remove(self.wake)
             await self._drain()
-            self.gate.close()
+            await self.gate.aclose()
             self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
 
     async def run_until_idle(self) -> None:
         """Work until nothing is due or held (tests, benchmarks). Bound it with ``asyncio.timeout``."""
         self._loop = asyncio.get_running_loop()
-        while True:
-            busy = await self.turn()
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED, timeout=self.poll_interval)
-            elif not busy:
-                return
+        try:
+            while True:
+                busy = await self.turn()
+                if self._tasks:
+                    await asyncio.wait(
+                        list(self._tasks), return_when=asyncio.FIRST_COMPLETED, timeout=self.poll_interval
+                    )
+                elif not busy:
+                    return
+        finally:
+            await self.gate.aclose()  # its connections reopen on the next use
 
     # -- one turn --------------------------------------------------------------------------------
 
@@ -266,7 +272,9 @@ class Dispatcher:
             if wait is not None:
                 await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
                 return True
-        body = await self._db(self.outbox.open_body, message.id)
+        body = (
+            io.BytesIO(message.body) if message.body is not None else await self._db(self.outbox.open_body, message.id)
+        )
         try:
             prepared = await self.sender.prepare(
                 connector, OutgoingMessage.from_stream(body), envelope=list(message.recipients),

@@ -160,6 +160,7 @@ class Claimed:
     created_at: datetime
     expires_at: datetime
     message_id: str | None
+    body: bytes | None = field(default=None, repr=False)  # small messages come with their bytes (one query less)
 
 
 @dataclass(frozen=True)
