@@ -81,13 +81,13 @@ CLOUD_FIELDS = (
     FieldSpec(
         "login_url",
         "Login URL",
-        "The https:// base of the sign-in service, e.g. https://login.microsoftonline.com.",
+        f"The https:// base of the sign-in service, e.g. {CLOUDS['global'].login_url}.",
         placeholder="https://",
     ),
     FieldSpec(
         "graph_url",
         "Graph URL",
-        "The https:// base of Microsoft Graph, e.g. https://graph.microsoft.com.",
+        f"The https:// base of Microsoft Graph, e.g. {CLOUDS['global'].graph_url}.",
         placeholder="https://",
     ),
     FieldSpec(
