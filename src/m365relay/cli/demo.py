@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from .. import logs
 from .state import state
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def demo_command(
             out.print(f"[yellow]note:[/] {choice.note}")
     cli.override(http_host="127.0.0.1", http_port=http.port, smtp_host="127.0.0.1", smtp_port=smtp.port)
     settings = cli.settings
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
     out.print(f"starting the demo in {settings.home.resolve()} …")
 
     async def go() -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .. import logs
 from ..connectors import ConnectorConfig
 from ..errors import ValidationError
 from ..graph import OutgoingMessage
@@ -219,6 +220,7 @@ def stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", he
 
 def worker(ctx: typer.Context, quiet: Annotated[bool, typer.Option("--quiet", help="No status line.")] = False) -> None:
     """Send queued mail: run the dispatcher until SIGINT/SIGTERM (`serve` runs one too)."""
+    logs.configure(state(ctx).settings)
     runtime = state(ctx).runtime
 
     async def go() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from .. import logs
 from ..serve import Endpoints, serve
 from .state import state
 
@@ -32,10 +32,8 @@ def serve_command(
     cli = state(ctx)
     if http_port is not None or smtp_port is not None:
         cli.override(http_port=http_port, smtp_port=smtp_port)
+    logs.configure(cli.settings)
     runtime = cli.runtime
-    logging.basicConfig(
-        level=runtime.settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
     def ready(endpoints: Endpoints) -> None:
         if endpoints.http_url:
