@@ -15,6 +15,7 @@ from m365relay.outbox import Outbox
 
 class Env:
     def __init__(self, url: str, tmp: str) -> None:
+        self.home = Path(tmp)
         self.clock = ManualClock()
         self.db = Database(url)
         upgrade(self.db)

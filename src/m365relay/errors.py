@@ -40,6 +40,8 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
         │   ├── MailboxNotFoundError       404 ErrorInvalidUser
         │   ├── MailboxNotEnabledError     404 MailboxNotEnabledForRESTAPI
         │   ├── TokenRejectedError         401 InvalidAuthenticationToken (audience, signature)
+        │   ├── EndpointError              the Graph URL answered a redirect or something not Graph
+        │   ├── CredentialUnreadableError  the stored secret cannot be decrypted (wrong key)
         │   └── TlsTrustError              the server's certificate is not trusted (CA file)
         └── MessageError           this message can never be sent as it is → fail it, keep the others going
             ├── InvalidRecipientsError     400 ErrorInvalidRecipients, or no recipients at all
@@ -319,6 +321,22 @@ class TokenRejectedError(ConnectorError):
     default_remedy = (
         "Microsoft Graph rejected the access token. Check the connector's cloud: the login and Graph URLs "
         "must belong to the same cloud."
+    )
+
+
+class EndpointError(ConnectorError):
+    default_remedy = (
+        "The Graph URL answered with a redirect or something that is not Microsoft Graph. For a custom cloud, "
+        "check the connector's Graph URL (no trailing path, the service itself rather than a login page or "
+        "proxy); for a national cloud, check the cloud setting."
+    )
+
+
+class CredentialUnreadableError(ConnectorError):
+    default_remedy = (
+        "The connector's stored secret or private key cannot be decrypted with this server's key. Restore the "
+        "original M365RELAY_SECRET_KEY (or home/secret.key; every host sharing the database needs the same "
+        "key), or enter the secret again on the connector page."
     )
 
 

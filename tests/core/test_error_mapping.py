@@ -386,3 +386,34 @@ def test_untrusted_server_certificate(runtime: Runtime, sandbox: SandboxServer, 
     connector = reconfigure(runtime, sandbox, ca_file=str(other_ca))
     error = failure(runtime, connector)
     assert_connector_fault(error, e.TlsTrustError, "CA file")
+
+
+def test_a_redirect_is_not_a_send(runtime: Runtime, connector: ConnectorConfig) -> None:
+    import httpx as _httpx
+
+    from m365relay.graph import GraphSender
+
+    def redirect(request: _httpx.Request) -> _httpx.Response:
+        return _httpx.Response(307, headers={"location": "https://login.example/sso?x=1"})
+
+    sender = GraphSender(runtime.tokens, transport=_httpx.MockTransport(redirect))
+
+    async def go() -> None:
+        try:
+            await sender.send(connector, message(connector.user_name))
+        finally:
+            await sender.aclose()
+
+    with pytest.raises(e.EndpointError) as caught:
+        asyncio.run(go())
+    assert_connector_fault(caught.value, e.EndpointError, "Graph URL")
+    assert "https://login.example/sso" in str(caught.value) and "x=1" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rule", [{"status": 429, "retry_after": "3"}, {"status": 503}])
+def test_a_throttled_or_failing_token_endpoint_is_transient_not_a_setup_error(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin, rule: dict[str, Any]
+) -> None:
+    admin.faults({"token": {**rule, "count": 1}})
+    error = failure(runtime, connector)
+    assert error.transient and not error.pauses_connector, f"{type(error).__name__}: {error}"

@@ -225,3 +225,29 @@ def test_graceful_shutdown_finishes_in_flight_mail(
     drain(runtime)
     assert statuses(runtime, ids) == {"sent": 12}
     assert sorted(delivered_by_message_id(admin).values()) == [1] * 12
+
+
+def test_a_credential_that_no_longer_decrypts_pauses_only_its_connector(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin, sandbox: SandboxServer
+) -> None:
+    from sqlalchemy import update
+
+    from m365relay.db.models import CredentialRow
+
+    admin.put_mailbox("second@contoso.onmicrosoft.com", licensed=True)
+    second = runtime.connectors.save("second", connector_update(sandbox, user_name="second@contoso.onmicrosoft.com"))
+    with runtime.db.write() as session:  # as if it had been encrypted with another server's key
+        session.execute(
+            update(CredentialRow)
+            .where(CredentialRow.connector_id == second.id)
+            .values(secret_ciphertext=b"gAAAA-not-ours")
+        )
+    assert runtime.connectors.get("second").credential.unreadable  # type: ignore[union-attr]
+    good = enqueue(runtime, 3)
+    stuck = enqueue(runtime, 2, connector="second", prefix="s")
+    run_until(runtime, lambda: statuses(runtime, good) == {"sent": 3} and runtime.connectors.get("second").paused)
+    paused = runtime.connectors.get("second")
+    assert paused.state_error_kind == "CredentialUnreadableError" and "M365RELAY_SECRET_KEY" in (
+        paused.state_remedy or ""
+    )
+    assert statuses(runtime, stuck) == {"queued": 2}, "its mail waits for the fix"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from m365relay.connectors import ConnectorStore, SecretBox
 from m365relay.outbox.backpressure import Backpressure
 from support_outbox import Env
 
@@ -27,3 +28,13 @@ def test_depth_and_age_bounds(env: Env) -> None:
         env.outbox.mark_sent(c.id, "w", "r")
     env.clock.advance(1.1)
     assert relaxed_again.check() is None, "sent mail no longer counts"
+
+
+def test_a_paused_connectors_backlog_does_not_close_the_door(env: Env) -> None:
+    from m365relay.errors import SecretExpiredError
+
+    store = ConnectorStore(env.db, SecretBox.from_settings(None, env.home), env.clock)
+    env.enqueue(1, env.connectors[1])
+    store.pause(env.connectors[1], SecretExpiredError("expired"), env.clock.now())
+    env.clock.advance(3600)
+    assert Backpressure(env.db, env.clock, max_depth=100, max_age_seconds=600).check() is None

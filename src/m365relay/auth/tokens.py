@@ -81,8 +81,21 @@ class _Entry:
     last: AccessToken | None = None
 
 
+# OAuth error codes (RFC 6749 §5.2 and Entra's own) that mean "try again", not "your setup is wrong":
+# AADSTS90033 is Entra's "temporarily unavailable"; 50196 is its "loop detected" throttle.
+TRANSIENT_OAUTH_ERRORS = {"temporarily_unavailable", "server_error"}
+TRANSIENT_AADSTS = {90033, 50196}
 REFRESH_MARGIN_SECONDS = 300  # MSAL refreshes a cached token when less than five minutes remain
 TokenListener = Callable[[ConnectorConfig, str], None]  # (connector, "success" | error kind)
+
+
+def _is_transient(result: dict[str, Any], response: httpx.Response | None) -> bool:
+    """An error dict MSAL returned for what was really throttling or an outage (it returns dicts for any
+    JSON error body below 500)."""
+    if response is not None and (response.status_code == 429 or response.status_code >= 500):
+        return True
+    codes = {int(c) for c in result.get("error_codes") or [] if str(c).isdigit()}
+    return result.get("error") in TRANSIENT_OAUTH_ERRORS or bool(codes & TRANSIENT_AADSTS)
 
 
 class TokenProvider:
@@ -212,7 +225,11 @@ class TokenProvider:
                 self._notify(connector, error.kind)
                 raise error from exc
         if "access_token" not in result:
-            error = translate_token_error(result, connector)
+            error = (
+                translate_token_http_error(entry.http.last_error)
+                if _is_transient(result, entry.http.last_error)
+                else translate_token_error(result, connector)
+            )
             self._notify(connector, error.kind)
             raise error
         from_cache = result.get("token_source") == "cache"

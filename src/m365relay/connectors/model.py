@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ..clouds import Cloud
+from ..errors import CredentialUnreadableError
 from .secretbox import Secret
 
 
@@ -28,6 +29,7 @@ class Credential:
     created_at: datetime
     verified_at: datetime | None
     warned_days: int | None
+    unreadable: bool = False  # the ciphertext did not decrypt with this server's key
 
     @property
     def expires_on(self) -> date | None:
@@ -40,6 +42,8 @@ class Credential:
 
     def msal_credential(self) -> str | dict[str, str]:
         """What ``msal.ConfidentialClientApplication(client_credential=…)`` takes (PROTOCOL.md §11)."""
+        if self.unreadable:
+            raise CredentialUnreadableError(f"the stored {self.kind} of this connector cannot be decrypted")
         if self.kind == "secret":
             assert self.secret is not None
             return self.secret.reveal()

@@ -22,7 +22,7 @@ from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationErro
 from . import validation
 from .certificates import CertificateInfo
 from .model import ConnectorConfig, Credential
-from .secretbox import SecretBox
+from .secretbox import SecretBox, SecretKeyError
 
 DEFAULT_NAME = "default"
 T = TypeVar("T")
@@ -396,12 +396,22 @@ class ConnectorStore:
         )
 
     def _credential(self, row: CredentialRow) -> Credential:
+        # A credential that does not decrypt (the key changed) spoils only its own connector: it loads as
+        # "unreadable" and sending with it pauses that connector with the remedy, while the rest works on.
+        try:
+            secret = self.box.decrypt(row.secret_ciphertext) if row.secret_ciphertext else None
+            private_key = self.box.decrypt(row.private_key_ciphertext) if row.private_key_ciphertext else None
+            unreadable = False
+        except SecretKeyError:
+            secret = private_key = None
+            unreadable = True
         return Credential(
             id=row.id,
             slot=row.slot,
             kind=row.kind,
-            secret=self.box.decrypt(row.secret_ciphertext) if row.secret_ciphertext else None,
-            private_key=self.box.decrypt(row.private_key_ciphertext) if row.private_key_ciphertext else None,
+            secret=secret,
+            private_key=private_key,
+            unreadable=unreadable,
             certificate_pem=row.certificate_pem,
             thumbprint_sha1=row.thumbprint_sha1,
             thumbprint_sha256=row.thumbprint_sha256,

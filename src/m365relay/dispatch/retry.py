@@ -54,7 +54,8 @@ class RetryPolicy:
     def probe_delay(self, probe_attempts: int) -> float:
         return min(self.probe_max, self.probe_base * 2.0 ** max(0, probe_attempts - 1))
 
-    def decide(self, error: BaseException, *, attempts: int, created_at: datetime, now: datetime) -> RetryDecision:
+    def decide(self, error: BaseException, *, attempts: int, expires_at: datetime, now: datetime) -> RetryDecision:
+        """``expires_at`` is the message's own deadline: created + lifetime, or later if an operator retried it."""
         if isinstance(error, MessageError):
             return RetryDecision("fail", 0.0, f"{error.kind}: {error.message}")
         if isinstance(error, ConnectorError):
@@ -62,7 +63,7 @@ class RetryPolicy:
         retry_after = error.retry_after if isinstance(error, DeliveryError) else None
         delay = retry_after if retry_after is not None else self.backoff(attempts)
         label = f"{error.kind}: {error.message}" if isinstance(error, DeliveryError) else f"{type(error).__name__}"
-        if now + timedelta(seconds=delay) >= created_at + self.lifetime:
+        if now + timedelta(seconds=delay) >= expires_at:
             return RetryDecision(
                 "fail", 0.0, f"queue lifetime ({self.lifetime}) would pass before the next attempt; {label}"
             )

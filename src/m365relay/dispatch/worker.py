@@ -146,11 +146,18 @@ class Dispatcher:
         self.outbox.listeners.append(self.wake)
         log.info("dispatcher %s started", self.owner)
         try:
+            failures = 0
             while not stop.is_set():
                 try:
                     busy = await self.turn()
+                    failures = 0
                 except StoreError as exc:  # the database is briefly unavailable: keep going, nothing is lost
                     log.warning("dispatcher: %s; retrying", exc.message)
+                    busy = False
+                except Exception:  # a bug or a surprise must not stop sending for good while ingress accepts
+                    failures += 1
+                    log.exception("dispatcher: unexpected error in a turn (%d in a row); carrying on", failures)
+                    await self.clock.sleep(min(30.0, self.poll_interval * 2**failures))
                     busy = False
                 if not busy:
                     await self._idle(stop)
@@ -328,7 +335,7 @@ class Dispatcher:
         self, connector: ConnectorConfig, lane: _Lane, message: Claimed, exc: Exception, *, probe: bool
     ) -> bool:
         now = self.clock.now()
-        decision = self.policy.decide(exc, attempts=message.attempts, created_at=message.created_at, now=now)
+        decision = self.policy.decide(exc, attempts=message.attempts, expires_at=message.expires_at, now=now)
         error = exc if isinstance(exc, DeliveryError) else None
         if error is None:
             log.error("unexpected error sending message %s", message.id, exc_info=exc)

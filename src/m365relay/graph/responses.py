@@ -12,6 +12,7 @@ from ..errors import (
     ConsentMissingError,
     DeliveryError,
     Diagnostics,
+    EndpointError,
     InvalidHeaderError,
     InvalidRecipientsError,
     MailboxNotEnabledError,
@@ -83,6 +84,9 @@ def translate_graph_error(response: httpx.Response, what: str = "sendMail") -> D
     said = f"{what}: HTTP {status} {code}" + (f" — {detail}" if detail else "")
     if status == 429:
         return ThrottledError(said, diagnostics=diag, retry_after=retry_after)
+    if 300 <= status < 400:
+        where = response.headers.get("location", "")
+        return EndpointError(f"{said} (a redirect{' to ' + where.split('?')[0] if where else ''})", diagnostics=diag)
     if status == 403 and code == "ErrorAccessDenied":
         # The RAOP marker is how Exchange says an application access policy blocked the mailbox.
         cls: type[DeliveryError] = (

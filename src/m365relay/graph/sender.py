@@ -235,7 +235,7 @@ class GraphSender:
             self.tokens.invalidate(connector.id)
             call.token = await self._token(connector)
             return await self.request(call, method, path, content=content, headers=headers, absolute_url=absolute_url)
-        if response.status_code >= 400:
+        if response.status_code >= 300:  # a redirect is not a send: httpx does not follow it, Graph never sends one
             raise translate_graph_error(response, path.rsplit("/", 1)[-1] if "/" in path else path)
         return response
 

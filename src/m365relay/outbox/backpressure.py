@@ -2,8 +2,10 @@
 limit. SMTP answers ``451 4.3.0`` (clients retry later), the API ``503`` with ``Retry-After``.
 
 Bounds: ``max_queue_depth`` messages waiting (queued, deferred or sending) and ``max_queue_age`` seconds
-for the oldest of them. The figures are read from the database at most once a second per process, so
-checking costs nothing on the hot path; several processes on one PostgreSQL database see the same queue.
+for the oldest message that is simply queued for an active connector (mail deferred by a throttle or a
+budget, and a paused connector's mail, wait on purpose and do not count). The figures are read from the
+database at most once a second per process, so checking costs nothing on the hot path; several processes
+on one PostgreSQL database see the same queue.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from sqlalchemy import func, select
 
 from ..clock import Clock
 from ..db.engine import Database
-from ..db.models import MessageRow
-from .records import PENDING, SENDING
+from ..db.models import ConnectorRow, MessageRow
+from .records import PENDING, QUEUED, SENDING
 
 REFRESH_SECONDS = 1.0
 
@@ -47,9 +49,15 @@ class Backpressure:
 
     def _measure(self) -> Pressure | None:
         with self.db.read() as session:
-            depth, oldest = session.execute(
-                select(func.count(), func.min(MessageRow.created_at)).where(MessageRow.status.in_((*PENDING, SENDING)))
-            ).one()
+            depth = int(session.scalar(select(func.count()).where(MessageRow.status.in_((*PENDING, SENDING)))) or 0)
+            # Age counts only mail that nothing should be holding back: queued (not deferred for a throttle or
+            # a spent budget) for an active connector. A paused connector's backlog must not shut the door on
+            # every other connector — its mail simply waits, as DESIGN.md promises.
+            oldest = session.scalar(
+                select(func.min(MessageRow.created_at))
+                .join(ConnectorRow, ConnectorRow.id == MessageRow.connector_id)
+                .where(MessageRow.status == QUEUED, ConnectorRow.state == "active")
+            )
         if depth >= self.max_depth:
             return Pressure(f"the outbox holds {depth} messages (limit {self.max_depth})", 60)
         if oldest is not None:

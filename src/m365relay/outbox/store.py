@@ -412,6 +412,7 @@ class Outbox:
                 raise ConflictError(f"message {message_id} is {row.status}; it cannot be retried")
             row.status, row.next_attempt_at, row.updated_at = QUEUED, now, now
             row.expires_at = max(row.expires_at, now + self.max_queue_lifetime)
+            row.attempts = 0  # a fresh start: backoff begins again from the first step
             _event(session, message_id, now, "retry", f"requeued by {actor}")
             session.flush()
             return MessageRecord.from_row(row)
