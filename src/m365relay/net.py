@@ -7,8 +7,12 @@ Transport failures are translated here, once: an untrusted certificate is the co
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import math
 import ssl
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -20,6 +24,41 @@ from . import __version__
 from .errors import NetworkError, TlsTrustError
 
 USER_AGENT = f"m365relay/{__version__}"
+# Inside ``quiet_http()``, httpx logs nothing at all (webhook URLs are secrets in themselves).
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("m365relay_quiet_http", default=False)
+
+
+class RedactedRequestLog(logging.Filter):
+    """httpx logs every request's full URL at INFO. Upload-session URLs carry their own token in the query
+    string, so the query goes; inside ``quiet_http()`` the whole line goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _QUIET.get():
+            return False
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.copy_with(query=None, fragment=None) if isinstance(arg, httpx.URL) and arg.query else arg
+                for arg in record.args
+            )
+        return True
+
+
+_FILTER = RedactedRequestLog()
+
+
+def _guard_logs() -> None:
+    logger = logging.getLogger("httpx")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+
+@contextlib.contextmanager
+def quiet_http() -> Iterator[None]:
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
 
 
 @lru_cache(maxsize=32)
@@ -37,6 +76,7 @@ def limits(max_connections: int = 100) -> httpx.Limits:
 def sync_client(
     ca_file: Path | None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
+    _guard_logs()
     return httpx.Client(
         verify=ssl_context(ca_file),
         timeout=timeout,
@@ -54,6 +94,7 @@ def async_client(
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 100,
 ) -> httpx.AsyncClient:
+    _guard_logs()
     return httpx.AsyncClient(
         verify=ssl_context(ca_file),
         timeout=timeout,

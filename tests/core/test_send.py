@@ -191,3 +191,15 @@ def test_cli_send_now_and_eml(
     )
     assert done.returncode == 0, done.stderr
     assert admin.messages(limit=1)[0]["subject"] == "ready"
+
+
+def test_non_ascii_text_is_sent_as_utf8_json_not_escaped(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin
+) -> None:
+    # 1.3 MB of Cyrillic: as \uXXXX-escaped JSON it would pass Graph's 4 MB request cap (413); as UTF-8 it fits.
+    text = "Привет, мир. " * 60_000
+    spec = MessageSpec(to=["ru@example.com"], subject="длинное письмо", text=text)
+    result = send(runtime, connector, compose(spec, default_from=connector.user_name), save_to_sent_items=False)
+    assert result.method == "json"
+    raw = admin.raw(admin.only_message()["id"])
+    assert raw.get_body(("plain",)).get_content().strip() == text.strip()  # type: ignore[union-attr]

@@ -119,3 +119,42 @@ def test_a_send_prepared_before_a_rotation_uses_the_new_credential(
     token = runtime.tokens.acquire(old_snapshot)
     assert token.roles is not None and "Mail.Send" in token.roles
     assert admin.stats()["token_failures"] == {}
+
+
+def test_http_request_logs_carry_no_query_strings(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Upload-session URLs carry their own authorisation in the query string (…?authtoken=…).
+    import os as _os
+
+    from m365relay.compose import AttachmentSpec, MessageSpec, compose
+
+    admin.grant("Mail.Send", "Mail.ReadWrite")
+    runtime.tokens.invalidate(connector.id)
+    caplog.set_level(logging.DEBUG)
+    spec = MessageSpec(
+        to=["big@example.com"], subject="large", attachments=[AttachmentSpec("data.bin", _os.urandom(5 * 1024 * 1024))]
+    )
+
+    async def go() -> None:
+        try:
+            await runtime.sender.send(connector, compose(spec, default_from=connector.user_name))
+        finally:
+            await runtime.sender.aclose()
+
+    asyncio.run(go())
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert any("AttachmentSessions" in line for line in requests), "the upload PUTs were logged"
+    assert not any("authtoken" in line for line in requests)
+
+
+def test_quiet_http_drops_the_request_line(caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    from m365relay.net import quiet_http, sync_client
+
+    caplog.set_level(logging.INFO)
+    transport = httpx.MockTransport(lambda request: httpx.Response(204))
+    with sync_client(None, transport=transport) as client, quiet_http():
+        client.post("https://hooks.example/services/T0/B0/SECRET")
+    assert not [r for r in caplog.records if "SECRET" in r.getMessage()]

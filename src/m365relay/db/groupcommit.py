@@ -157,6 +157,8 @@ class GroupCommitter:
                     outcomes.append((True, result))
                 except Exception as exc:  # the job's own failure: undo it alone, keep the batch
                     savepoint.rollback()
+                    if is_retryable(exc):  # a deadlock aborts the whole transaction: retry the batch
+                        raise StoreError("the transaction was aborted by a concurrent one") from exc
                     outcomes.append((False, exc))
         return outcomes
 

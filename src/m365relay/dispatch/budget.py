@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -25,6 +25,7 @@ from ..db.models import BudgetBucketRow
 CHUNK_REQUESTS = 32
 CHUNK_RECIPIENTS = 64
 ALLOWANCE_SECONDS = 60.0
+BUDGET_LOCK_NAMESPACE = 0x6D34  # advisory lock namespace for budget leases ("m4")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class Budgets:
         minute = int(now // 60)
         lim = self.limits
         with self.db.write() as session:
+            if self.db.is_postgres:  # one lease at a time per connector across processes (SQLite: BEGIN IMMEDIATE)
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": BUDGET_LOCK_NAMESPACE, "id": connector_id}
+                )
             buckets = session.execute(
                 select(BudgetBucketRow.minute, BudgetBucketRow.requests, BudgetBucketRow.recipients)
                 .where(

@@ -272,13 +272,14 @@ class Dispatcher:
         finally:
             lane.held -= 1
 
-    async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool:
-        """One attempt. Returns whether the connector proved to work (the message went, or failed on its own)."""
+    async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool | None:
+        """One attempt. Returns whether the connector proved to work (the message went, or failed on its own),
+        or None when nothing was tried (a probe's message held back for budget)."""
         if self.budgets is not None:
             wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
             if wait is not None:
                 await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
-                return True
+                return None if probe else True
         body = (
             io.BytesIO(message.body) if message.body is not None else await self._db(self.outbox.open_body, message.id)
         )
@@ -388,10 +389,22 @@ class Dispatcher:
             self.tokens.invalidate(connector.id)
             claimed = await self._db(self.outbox.claim, self.owner, connector.id, 1, self.lease_seconds)
             if claimed:
-                works = await self._attempt(connector, lane, claimed[0], probe=True)
+                # Registered like any delivery, so its lease is renewed while a long send runs.
+                task = asyncio.current_task()
+                if task is not None:
+                    self._tasks[task] = claimed[0]
+                lane.held += 1
+                try:
+                    works = await self._attempt(connector, lane, claimed[0], probe=True)
+                finally:
+                    lane.held -= 1
             else:
                 works = await self._token_probe(connector)
-            if works:
+            if works is None:  # the probe could not tell (its message waits for budget): ask again later
+                next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_base)
+                await self._db(self.connectors.set_next_probe, connector.id, next_probe)
+                self._connectors_at = -1e9
+            elif works:
                 lane.paused = False
                 if await self._db(self.connectors.resume, connector.id):
                     log.info("connector %s works again; sending resumes", connector.name)

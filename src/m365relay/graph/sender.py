@@ -19,7 +19,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -75,18 +74,20 @@ class PreparedSend:
     outgoing: OutgoingMessage
     method: str
     notes: list[str]
-    mime_body: bytes | None
+    mime_body: bytes | None  # the request body, ready: base64 MIME or JSON
     started: float
 
     async def send(self) -> SendResult:
         sender, call, connector = self.sender, self.call, self.call.connector
         try:
-            if self.mime_body is not None:
+            if self.method == "mime" and self.mime_body is not None:
                 response = await sender.request(
                     call, "POST", "sendMail", content=self.mime_body, headers={"Content-Type": "text/plain"}
                 )
-            elif self.method == "json":
-                response = await sender.send_json(call, self.outgoing, self.notes)
+            elif self.method == "json" and self.mime_body is not None:
+                response = await sender.request(
+                    call, "POST", "sendMail", content=self.mime_body, headers={"Content-Type": "application/json"}
+                )
             else:
                 from .upload import send_via_upload
 
@@ -162,21 +163,28 @@ class GraphSender:
         if outgoing.first_address("From") is None:
             outgoing.headers["From"] = connector.user_name
         call = _Call(connector, await self._token(connector))
-        method = self._choose(outgoing, call.token, save_to_sent_items)
-        body = base64.b64encode(outgoing.to_bytes()) if method == "mime" else None
+        method = self._choose(outgoing.size, call.token, save_to_sent_items)
+        body: bytes | None = None
+        if method == "mime":
+            body = base64.b64encode(outgoing.to_bytes())
+        elif method == "json":
+            body = self.json_payload(outgoing, connector.user_name, notes)
+            if len(body) > MAX_REQUEST_BYTES - REQUEST_MARGIN:
+                # JSON escapes non-ASCII text (\uXXXX): the same message can outgrow one request as JSON.
+                method, body = self._choose(len(body) * 3 // 4, call.token, True), None
         return PreparedSend(self, call, outgoing, method, notes, body, started)
 
     # -- choosing the request --------------------------------------------------------------------
 
-    def _choose(self, outgoing: OutgoingMessage, token: AccessToken, save_to_sent_items: bool) -> str:
-        mime_request = 4 * ((outgoing.size + 2) // 3)  # base64 of the whole message
+    def _choose(self, size: int, token: AccessToken, save_to_sent_items: bool) -> str:
+        mime_request = 4 * ((size + 2) // 3)  # base64 of the whole message
         fits = mime_request <= MAX_REQUEST_BYTES - REQUEST_MARGIN
         if fits:
             return "mime" if save_to_sent_items else "json"
         if token.roles is not None and MAIL_READWRITE not in token.roles:
             limit_mb = (MAX_REQUEST_BYTES - REQUEST_MARGIN) * 3 / 4 / 1_000_000
             raise MessageTooLargeError(
-                f"the message is {outgoing.size / 1_000_000:.1f} MB; one Graph request carries at most "
+                f"the message is {size / 1_000_000:.1f} MB; one Graph request carries at most "
                 f"{limit_mb:.1f} MB of mail, and larger mail needs the Mail.ReadWrite permission",
                 remedy=(
                     "To send messages over about 3 MB, add the Microsoft Graph application permission "
@@ -189,18 +197,16 @@ class GraphSender:
 
     # -- the requests ----------------------------------------------------------------------------
 
-    async def send_json(self, call: _Call, outgoing: OutgoingMessage, notes: list[str]) -> httpx.Response:
+    def json_payload(self, outgoing: OutgoingMessage, mailbox: str, notes: list[str]) -> bytes:
+        """The JSON sendMail body (saveToSentItems=false)."""
         from .convert import attachment_json
 
-        converted = convert(outgoing, call.connector.user_name)
+        converted = convert(outgoing, mailbox)
         if converted.dropped_headers:
             notes.append(f"headers Graph's JSON cannot carry were dropped: {', '.join(converted.dropped_headers)}")
         message = dict(converted.message)
         message["attachments"] = [attachment_json(outgoing.body, a) for a in converted.attachments]
-        payload = json.dumps({"message": message, "saveToSentItems": False}).encode()
-        return await self.request(
-            call, "POST", "sendMail", content=payload, headers={"Content-Type": "application/json"}
-        )
+        return json.dumps({"message": message, "saveToSentItems": False}, ensure_ascii=False).encode()
 
     async def request(
         self,
@@ -276,6 +282,3 @@ def _outgoing(message: OutgoingMessage | EmailMessage | bytes) -> OutgoingMessag
         return OutgoingMessage.from_bytes(message)
     return OutgoingMessage.from_message(message)
 
-
-def json_body(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload).encode()

@@ -40,7 +40,9 @@ async def send_via_upload(
     if converted.dropped_headers:
         notes.append(f"headers Graph's JSON cannot carry were dropped: {', '.join(converted.dropped_headers)}")
     notes.append("sent through an upload session (large message); it is saved in Sent Items")
-    draft = await sender.request(call, "POST", "messages", content=json.dumps(converted.message).encode(), headers=JSON)
+    draft = await sender.request(
+        call, "POST", "messages", content=json.dumps(converted.message, ensure_ascii=False).encode(), headers=JSON
+    )
     draft_id = _json(draft).get("id")
     if not isinstance(draft_id, str) or not draft_id:
         raise MalformedMessageError("Graph created the draft but returned no id")

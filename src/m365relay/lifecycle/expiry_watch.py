@@ -27,7 +27,7 @@ from ..connectors import ConnectorConfig, ConnectorStore
 from ..connectors.expiry import ExpiryState, expiry_state
 from ..errors import M365RelayError
 from ..graph import OutgoingMessage
-from ..net import async_client
+from ..net import async_client, quiet_http
 from ..outbox import Outbox
 from ..settings import Settings
 
@@ -186,6 +186,11 @@ class ExpiryWatch:
             log.warning("the expiry alert e-mail for connector %s was not queued: %s", connector.name, exc.message)
 
     async def _post_webhook(self, url: str, notice: ExpiryNotice) -> None:
+        # quiet_http: a webhook URL (Slack, Teams) is itself a secret and must not reach the log.
+        with quiet_http():
+            await self._post_webhook_quietly(url, notice)
+
+    async def _post_webhook_quietly(self, url: str, notice: ExpiryNotice) -> None:
         problem = ""
         async with async_client(None, WEBHOOK_TIMEOUT, self.transport, max_connections=1) as client:
             for attempt in range(1, WEBHOOK_ATTEMPTS + 1):

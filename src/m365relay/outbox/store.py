@@ -393,7 +393,7 @@ class Outbox:
     def cancel(self, message_id: int, *, actor: str = "cli") -> MessageRecord:
         now = self.clock.now()
         with self.db.write() as session:
-            row = self._row(session, message_id)
+            row = self._row(session, message_id, lock=True)
             if row.status not in PENDING:
                 raise ConflictError(
                     f"message {message_id} is {row.status}; only queued or deferred mail can be cancelled"
@@ -407,7 +407,7 @@ class Outbox:
         """Queue a failed, cancelled or deferred message for an attempt now (and a fresh queue lifetime)."""
         now = self.clock.now()
         with self.db.write() as session:
-            row = self._row(session, message_id)
+            row = self._row(session, message_id, lock=True)
             if row.status in (SENT, SENDING):
                 raise ConflictError(f"message {message_id} is {row.status}; it cannot be retried")
             row.status, row.next_attempt_at, row.updated_at = QUEUED, now, now
@@ -421,9 +421,13 @@ class Outbox:
         """Fail pending messages older than the queue lifetime (Postfix's maximal_queue_lifetime)."""
         now = self.clock.now()
         with self.db.write() as session:
+            # Row locks (skipping rows a worker is claiming right now) so that a message cannot be claimed and
+            # sent by one process while another marks it failed.
             ids = list(
                 session.scalars(
-                    select(MessageRow.id).where(MessageRow.status.in_(PENDING), MessageRow.expires_at <= now)
+                    select(MessageRow.id)
+                    .where(MessageRow.status.in_(PENDING), MessageRow.expires_at <= now)
+                    .with_for_update(skip_locked=True)
                 )
             )
             for message_id in ids:
@@ -535,8 +539,10 @@ class Outbox:
         with self.db.read() as session:
             return int(session.scalar(select(func.count()).where(MessageRow.status.in_((*PENDING, SENDING)))) or 0)
 
-    def _row(self, session: Session, message_id: int) -> MessageRow:
-        row = session.get(MessageRow, message_id)
+    def _row(self, session: Session, message_id: int, *, lock: bool = False) -> MessageRow:
+        """The row; with ``lock``, held (SELECT … FOR UPDATE on PostgreSQL) until the transaction ends, so a
+        status check and the write that depends on it cannot be split by a concurrent claim."""
+        row = session.get(MessageRow, message_id, with_for_update=lock)
         if row is None:
             raise NotFoundError(f"no message {message_id}")
         return row
