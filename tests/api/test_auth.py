@@ -120,3 +120,41 @@ def test_cli_shows_the_key_once_lists_without_it_and_revokes(api: Api) -> None:
     assert revoked.returncode == 0, revoked.stderr
     assert api.client(None).get("/messages", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert cli(home, "revoke", "nobody").returncode != 0
+
+
+def test_a_key_bound_to_one_connector_sees_only_its_mail(api: Api, sandbox: object) -> None:
+    from support import connector_update
+
+    other = api.runtime.connectors.save("other", connector_update(sandbox))  # type: ignore[arg-type]
+    api.add_key("bound", "send", "read", connector_id=other.id)
+    mine = api.client("bound").post("/messages", json={**MESSAGE, "connector": "other"})
+    theirs = api.client("app").post("/messages", json=MESSAGE)
+    assert mine.status_code == 202 and theirs.status_code == 202
+    client = api.client("bound")
+    assert client.get(f"/messages/{mine.json()['id']}").status_code == 200
+    assert client.get(f"/messages/{theirs.json()['id']}").status_code == 404, "not even its existence"
+    assert [m["id"] for m in client.get("/messages").json()["items"]] == [mine.json()["id"]]
+    assert client.get("/messages", params={"connector": "default"}).json()["items"] == []
+
+
+def test_a_new_key_with_a_revoked_keys_name_does_not_own_its_mail(api: Api) -> None:
+    api.add_key("worker", "send")
+    sent = api.client("worker").post("/messages", json=MESSAGE).json()["id"]
+    ApiKeyStore(api.runtime.db).revoke("worker")
+    api.add_key("worker", "send")  # a new key, same name
+    assert api.client("worker").delete(f"/messages/{sent}").status_code == 403
+
+
+def test_no_body_is_read_before_the_key_is_checked(api: Api) -> None:
+    import httpx as _httpx
+
+    broken = b"{" * 2_000_000  # a parser would answer 422 for this; an unread body cannot
+    response = _httpx.post(f"{api.base}/messages", content=broken, headers={"Content-Type": "application/json"})
+    assert response.status_code == 401 and response.headers["content-type"].startswith("application/problem+json")
+    forged = "m365r_deadbeef_" + "A" * 43
+    response = _httpx.post(
+        f"{api.base}/messages",
+        content=broken,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {forged}"},
+    )
+    assert response.status_code == 401 and response.json()["detail"] == "The API key is not valid."

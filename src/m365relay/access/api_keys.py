@@ -47,6 +47,15 @@ class ApiKey:
     last_used_at: datetime | None
     revoked_at: datetime | None
 
+    @property
+    def label(self) -> str:
+        """How messages record the key that sent them: the name, and the prefix that is never reused."""
+        return f"{self.name} ({self.prefix})"
+
+    def may_see(self, connector_id: int) -> bool:
+        """A key bound to one connector sees only that connector's mail."""
+        return self.connector_id is None or self.connector_id == connector_id
+
     @classmethod
     def from_row(cls, row: ApiKeyRow) -> ApiKey:
         return cls(

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...access.api_keys import ApiKey, ApiKeyStore
 from ...connectors import ConnectorConfig
 from ...errors import NotFoundError
-from ..problems import ProblemError
+from ..problems import ProblemError, problem_response
 from ..ratelimit import RateLimiter, retry_after_header
 
 if TYPE_CHECKING:
@@ -105,19 +106,53 @@ async def authenticate(
     context: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> ApiKey:
+    early: ApiKey | None = request.scope.get("state", {}).get("api_key")
+    if early is not None:  # PreAuthMiddleware checked it before the body was read
+        return early
+    return await check_key(request, context)
+
+
+async def check_key(request: Request, context: ApiContext) -> ApiKey:
+    """The request's valid, unrevoked API key, or the 401 problem saying what is wrong."""
     if any(name in request.query_params for name in QUERY_KEY_NAMES):
         # URLs end up in access logs, proxies and browser histories: a key there is a leaked key.
         raise _unauthorized("API keys are accepted only in the Authorization header (Bearer), never in the URL.")
-    if credentials is None:
-        if request.headers.get("authorization"):
-            raise _unauthorized("The Authorization header must read `Bearer <API key>`.", invalid=True)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
         raise _unauthorized("This endpoint needs an API key: send `Authorization: Bearer <API key>`.")
-    key = await run_in_threadpool(context.keys.authenticate, credentials.credentials.strip())
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("The Authorization header must read `Bearer <API key>`.", invalid=True)
+    key = await run_in_threadpool(context.keys.authenticate, token.strip())
     if key is None:
         raise _unauthorized("The API key is not valid.", invalid=True)
     if key.revoked:
         raise _unauthorized(f"The API key {key.name!r} has been revoked.", invalid=True)
     return key
+
+
+class PreAuthMiddleware:
+    """Authenticate requests that carry a body before the body is read: an anonymous client must not make
+    the server buffer and parse up to ``api_max_body_bytes`` of JSON. The key found is handed on to the
+    ``authenticate`` dependency, so it is looked up once."""
+
+    def __init__(self, app: ASGIApp, context: ApiContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            key = await check_key(request, self.context)
+        except ProblemError as exc:
+            response = problem_response(request, "unauthorized", str(exc.detail), headers=dict(exc.headers or {}))
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = key
+        await self.app(scope, receive, send)
 
 
 def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:

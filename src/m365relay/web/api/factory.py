@@ -13,7 +13,7 @@ from ... import __version__
 from .. import problems
 from . import docs, routers
 from .bodylimit import BodyLimitMiddleware
-from .context import ApiContext
+from .context import ApiContext, PreAuthMiddleware
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
@@ -42,6 +42,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         api.include_router(router)
     problems.install(api)
     api.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.api_max_body_bytes)
+    api.add_middleware(PreAuthMiddleware, context=api.state.context)  # outermost: no body is read before it
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

@@ -75,7 +75,7 @@ async def accept(
                 outgoing,
                 envelope=submission.envelope,
                 source="api",
-                source_detail=key.name,
+                source_detail=key.label,
                 idempotency_key=submission.idempotency_key,
                 content_hash=submission.content_hash,
                 save_to_sent_items=submission.save_to_sent_items,

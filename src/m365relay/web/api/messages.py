@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from ...access.api_keys import ApiKey
 from ...compose import AttachmentSpec, MessageSpec, compose
 from ...connectors import ConnectorConfig
-from ...errors import ConflictError, ValidationError
+from ...errors import ConflictError, NotFoundError, ValidationError
 from ...graph.mime import OutgoingMessage
 from ...outbox import MessageRecord
 from ..problems import ProblemError
@@ -111,10 +111,10 @@ def _compose(message: MessageIn, headers: dict[str, str], connector: ConnectorCo
     responses=problem_responses(404, 422, 503),
 )
 async def get_message(
-    message_id: MessageId, context: Context, _key: Annotated[ApiKey, Depends(require("read"))]
+    message_id: MessageId, context: Context, key: Annotated[ApiKey, Depends(require("read"))]
 ) -> MessageView:
     """Status, attempts, every event, and the last error with what to do about it."""
-    return await run_in_threadpool(lambda: view(context, context.runtime.outbox.get(message_id)))
+    return await run_in_threadpool(lambda: view(context, _visible(key, context.runtime.outbox.get(message_id))))
 
 
 @router.get(
@@ -126,7 +126,7 @@ async def get_message(
 async def get_messages(
     request: Request,
     context: Context,
-    _key: Annotated[ApiKey, Depends(require("read"))],
+    key: Annotated[ApiKey, Depends(require("read"))],
     status: Annotated[Status | None, Query(description="Only messages in this status.")] = None,
     connector: Annotated[str | None, Query(max_length=64, description="Only this connector's messages.")] = None,
     recipient: Annotated[
@@ -147,6 +147,10 @@ async def get_messages(
             if found is None:
                 raise ValidationError("connector", f"there is no connector named {connector!r}", key="connector")
             connector_id = found.id
+        if key.connector_id is not None:  # a key bound to one connector lists only that connector's mail
+            if connector_id not in (None, key.connector_id):
+                return [], None
+            connector_id = key.connector_id
         filters = Filters(status, connector_id, recipient, _utc(created_after), _utc(created_before))
         page = list_messages(context.runtime.db, filters, before_id=before_id, limit=limit)
         return [view(context, r) for r in page.items], page.next_before_id
@@ -171,7 +175,7 @@ async def retry_message(
     outbox = context.runtime.outbox
 
     def run() -> MessageView:
-        _check_owner(key, outbox.get(message_id, events=False))
+        _check_owner(key, _visible(key, outbox.get(message_id, events=False)))
         try:
             outbox.retry(message_id, actor=f"api:{key.name}")
         except ConflictError as exc:
@@ -195,7 +199,7 @@ async def cancel_message(
     outbox = context.runtime.outbox
 
     def run() -> MessageView:
-        _check_owner(key, outbox.get(message_id, events=False))
+        _check_owner(key, _visible(key, outbox.get(message_id, events=False)))
         try:
             outbox.cancel(message_id, actor=f"api:{key.name}")
         except ConflictError as exc:
@@ -205,8 +209,16 @@ async def cancel_message(
     return await run_in_threadpool(run)
 
 
+def _visible(key: ApiKey, record: MessageRecord) -> MessageRecord:
+    """Another connector's message does not exist for a key bound to one connector (404, not 403: no probing)."""
+    if not key.may_see(record.connector_id):
+        raise NotFoundError(f"no message {record.id}")
+    return record
+
+
 def _check_owner(key: ApiKey, record: MessageRecord) -> None:
-    if "admin" in key.scopes or (record.source == "api" and record.source_detail == key.name):
+    # By the key's label (name and never-reused prefix): a new key given a revoked key's name is not its owner.
+    if "admin" in key.scopes or (record.source == "api" and record.source_detail == key.label):
         return
     raise ProblemError(
         "forbidden",
