@@ -281,4 +281,3 @@ def _outgoing(message: OutgoingMessage | EmailMessage | bytes) -> OutgoingMessag
     if isinstance(message, bytes):
         return OutgoingMessage.from_bytes(message)
     return OutgoingMessage.from_message(message)
-
