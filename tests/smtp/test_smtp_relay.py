@@ -6,6 +6,8 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 import pytest
@@ -141,6 +143,28 @@ def test_wrong_passwords_are_rate_limited_per_client_address(start_relay: StartR
     other = relay.smtp(login=None)  # a new connection from the same address is still held back
     assert_reply(*login_with(other, "LOGIN"), R.AUTH_RATE_LIMITED)
     other.quit()
+
+
+def test_a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_limit(start_relay: StartRelay) -> None:
+    """Twelve connections send a wrong password at the same moment. Password checks run off the event loop,
+    so without reserving a slot before the check all twelve would be verified and answered 535; the limiter
+    must count attempts in flight, so only the limit's worth is checked and the rest are held back."""
+    relay = start_relay(smtp_auth_failures_per_minute=3)
+    clients = [relay.smtp(login=None) for _ in range(12)]
+    start = threading.Barrier(len(clients))
+
+    def attempt(client: smtplib.SMTP) -> int:
+        start.wait()
+        code, _ = login_with(client, "PLAIN", password="wrong password!")
+        return code
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        codes = list(pool.map(attempt, clients))
+    for client in clients:
+        client.quit()
+    assert codes.count(R.AUTH_INVALID.code) <= 3, codes
+    assert codes.count(R.AUTH_INVALID.code) + codes.count(R.AUTH_RATE_LIMITED.code) == len(clients), codes
+    assert codes.count(R.AUTH_RATE_LIMITED.code) >= 9, codes
 
 
 def test_disabled_and_removed_users_cannot_log_in(relay: Relay) -> None:

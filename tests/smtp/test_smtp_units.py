@@ -62,6 +62,20 @@ def test_failed_auth_limiter_uses_a_sliding_minute() -> None:
     assert limiter_key(ipaddress.ip_address("2001:db8::1")) == limiter_key(ipaddress.ip_address("2001:db8::ffff"))
 
 
+def test_attempts_being_checked_hold_their_place_until_the_outcome_is_known() -> None:
+    now = [1000.0]
+    limiter = AuthFailureLimiter(2, clock=lambda: now[0])
+    assert limiter.begin("10.1.2.3") == 0 and limiter.begin("10.1.2.3") == 0
+    assert limiter.begin("10.1.2.3") == 60, "two checks in flight fill a limit of two"
+    limiter.end("10.1.2.3", failed=False)  # a right password (or a store outage) frees its place
+    assert limiter.begin("10.1.2.3") == 0
+    limiter.end("10.1.2.3", failed=True)
+    limiter.end("10.1.2.3", failed=True)
+    assert limiter.blocked_for("10.1.2.3") == 60 and limiter.begin("10.1.2.3") == 60
+    now[0] += 61
+    assert limiter.begin("10.1.2.3") == 0
+
+
 def _message(headers: str) -> OutgoingMessage:
     return OutgoingMessage.from_bytes(headers.encode() + b"\r\nbody\r\n")
 

@@ -251,14 +251,21 @@ class RelayHandler:
         """Check the credentials off the event loop. Failed attempts count against the client's address;
         the attempted username is not logged (people type passwords into username fields)."""
         ip = peer_address(session.peer)
+        key = limiter_key(ip)
+        if wait := self.limiter.begin(key):  # parallel connections are counted before their passwords are checked
+            log.warning("AUTH refused for %s: too many failed attempts in the last minute", ip)
+            return R.AUTH_RATE_LIMITED(address=ip, seconds=wait)
+        user, checked = None, False
         try:
             async with self._verify_slots:
                 user = await asyncio.to_thread(self.users.authenticate, username, password)
+            checked = True
         except StoreError as exc:
             log.warning("AUTH from %s could not be checked: %s", ip, exc.message)
             return R.AUTH_TEMPORARY_FAILURE()
+        finally:
+            self.limiter.end(key, failed=checked and user is None)  # an outage is not the client's failure
         if user is None:
-            self.limiter.failed(limiter_key(ip))
             log.warning("AUTH failed from %s", ip)
             return R.AUTH_INVALID()
         session.authenticated = True

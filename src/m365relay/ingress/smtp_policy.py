@@ -93,15 +93,37 @@ class AuthFailureLimiter:
     per_minute: int
     clock: Callable[[], float] = time.monotonic
     _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _checking: dict[str, int] = field(default_factory=dict)  # attempts being verified right now
 
     def blocked_for(self, key: str) -> int:
-        """Whole seconds until this client may try again; 0 if it may now."""
+        """Whole seconds until this client may try again; 0 if it may now. Attempts still being checked
+        count as failures until they are known, so parallel connections cannot all slip through."""
         if self.per_minute <= 0:
             return 0
         recent = self._recent(key)
-        if len(recent) < self.per_minute:
+        if len(recent) + self._checking.get(key, 0) < self.per_minute:
             return 0
-        return max(1, math.ceil(recent[0] + FAILURE_WINDOW_SECONDS - self.clock()))
+        oldest = recent[0] if recent else self.clock()
+        return max(1, math.ceil(oldest + FAILURE_WINDOW_SECONDS - self.clock()))
+
+    def begin(self, key: str) -> int:
+        """Reserve an attempt (check and reserve in one step, with no await between them). Returns the seconds
+        to wait instead when the client is over its limit; 0 when the attempt may proceed (call ``end``)."""
+        wait = self.blocked_for(key)
+        if not wait and self.per_minute > 0:
+            self._checking[key] = self._checking.get(key, 0) + 1
+        return wait
+
+    def end(self, key: str, *, failed: bool) -> None:
+        if self.per_minute <= 0:
+            return
+        remaining = self._checking.get(key, 1) - 1
+        if remaining > 0:
+            self._checking[key] = remaining
+        else:
+            self._checking.pop(key, None)
+        if failed:
+            self.failed(key)
 
     def failed(self, key: str) -> None:
         if self.per_minute <= 0:
