@@ -148,6 +148,31 @@ def test_a_failing_webhook_is_retried_then_logged_and_nothing_breaks(
     assert any("webhook failed (HTTP 500)" in line for line in alert_lines(caplog))
 
 
+def test_an_alert_the_webhook_missed_is_announced_again_an_hour_later(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    with (
+        webhook_receiver(status=503) as hook,
+        runtime_with(tmp_path, clock, alert_emails=ALERTS, alert_webhook_url=hook.url) as runtime,
+    ):
+        runtime.connectors.save("default", offline_connector(START + timedelta(days=2)))
+        watch = watch_for(runtime)
+        assert watch.due()
+        assert [n.threshold for n in asyncio.run(watch.check())] == [3]
+        assert hook.received == [] and any("announced again in 60 minutes" in line for line in alert_lines(caplog))
+
+        hook.status = 204  # the receiver is back
+        clock.advance(3599)
+        assert not watch.due()
+        clock.advance(1)
+        assert watch.due(), "a missed alert is retried within the hour, not the next day"
+        assert [n.threshold for n in asyncio.run(watch.check())] == [3]
+        assert [p["threshold_days"] for p in hook.received] == [3]
+        assert asyncio.run(watch.check()) == [], "delivered now: not announced a third time"
+        assert runtime.outbox.stats().by_status == {"queued": 1}, "the alert e-mail was queued once"
+
+
 def test_a_changed_expiry_date_starts_the_announcements_afresh(tmp_path: Path, clock: ManualClock) -> None:
     with runtime_with(tmp_path, clock) as runtime:
         runtime.connectors.save("default", offline_connector(START + timedelta(days=5)))

@@ -329,6 +329,16 @@ class ConnectorStore:
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 
+    def release_warned(self, credential_id: int, days: int) -> None:
+        """Undo ``mark_warned(credential_id, days)`` when the announcement did not get through, so that the
+        next pass (in this process or another) announces the threshold again; a later claim is left alone."""
+        with self.db.write() as session:
+            session.execute(
+                update(CredentialRow)
+                .where(CredentialRow.id == credential_id, CredentialRow.warned_days == days)
+                .values(warned_days=None)
+            )
+
     def _drop_slot(
         self, ref: str | int, slot: str, action: str, actor: str, remote_addr: str | None
     ) -> ConnectorConfig:

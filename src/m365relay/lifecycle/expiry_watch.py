@@ -8,7 +8,9 @@ was down across several thresholds announces only the latest — one alert, not 
 
 Each announcement is one log line, an e-mail to ``alert_emails`` queued through the expiring connector
 itself (only while its credential still works), and a JSON POST to ``alert_webhook_url`` — which is the
-channel that keeps working after expiry, when mail cannot.
+channel that keeps working after expiry, when mail cannot. A webhook that still fails after its retries gives
+the claim back and the watch tries again an hour later (the e-mail is not queued twice: its idempotency key
+names the credential and threshold), so an alert is not lost to a receiver that was down for a minute.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger("m365relay.lifecycle.expiry")
 DAY_SECONDS = 86_400.0
 WEBHOOK_TIMEOUT = 10.0
 WEBHOOK_ATTEMPTS = 3
+RETRY_SECONDS = 3600.0  # a threshold whose webhook failed is announced again after this long
 EXPIRED = 0  # the threshold recorded once the credential has expired
 
 
@@ -109,13 +112,16 @@ class ExpiryWatch:
         self.interval = interval
         self.transport = transport
         self._last_run: float | None = None
+        self._retry_at: float | None = None  # set when an announcement did not get through
 
     def due(self) -> bool:
-        """True on the first call and then once per ``interval``; the caller then runs ``run_quietly()``."""
+        """True on the first call, then once per ``interval`` (and at ``RETRY_SECONDS`` after an announcement
+        that did not get through); the caller then runs ``run_quietly()``."""
         now = self.clock.monotonic()
-        if self._last_run is not None and now - self._last_run < self.interval:
+        retry = self._retry_at is not None and now >= self._retry_at
+        if not retry and self._last_run is not None and now - self._last_run < self.interval:
             return False
-        self._last_run = now
+        self._last_run, self._retry_at = now, None
         return True
 
     async def run_quietly(self) -> None:
@@ -131,9 +137,18 @@ class ExpiryWatch:
         notices = []
         for connector in await asyncio.to_thread(self.connectors.all):
             notice = await asyncio.to_thread(self._claim, connector, now)
-            if notice is not None:
-                await self._announce(notice)
-                notices.append(notice)
+            if notice is None:
+                continue
+            notices.append(notice)
+            if not await self._announce(notice):
+                assert notice.state.credential is not None
+                await asyncio.to_thread(self.connectors.release_warned, notice.state.credential.id, notice.threshold)
+                self._retry_at = self.clock.monotonic() + RETRY_SECONDS
+                log.warning(
+                    "the expiry alert for connector %s is announced again in %.0f minutes",
+                    connector.name,
+                    RETRY_SECONDS / 60,
+                )
         return notices
 
     def _claim(self, connector: ConnectorConfig, now: datetime) -> ExpiryNotice | None:
@@ -145,7 +160,8 @@ class ExpiryWatch:
             return None  # announced already, by this process or another
         return ExpiryNotice(connector, threshold, state, now)
 
-    async def _announce(self, notice: ExpiryNotice) -> None:
+    async def _announce(self, notice: ExpiryNotice) -> bool:
+        """Log, queue the e-mail, post the webhook. False when the webhook did not take it."""
         if notice.expired:
             log.error("credential expired: %s", notice.state.message)
         else:
@@ -153,7 +169,8 @@ class ExpiryWatch:
         if self.settings.alert_emails:
             await asyncio.to_thread(self._queue_email, notice)
         if self.settings.alert_webhook_url:
-            await self._post_webhook(self.settings.alert_webhook_url, notice)
+            return await self._post_webhook(self.settings.alert_webhook_url, notice)
+        return True
 
     # -- channels ----------------------------------------------------------------------------------
 
@@ -185,12 +202,12 @@ class ExpiryWatch:
         except M365RelayError as exc:
             log.warning("the expiry alert e-mail for connector %s was not queued: %s", connector.name, exc.message)
 
-    async def _post_webhook(self, url: str, notice: ExpiryNotice) -> None:
+    async def _post_webhook(self, url: str, notice: ExpiryNotice) -> bool:
         # quiet_http: a webhook URL (Slack, Teams) is itself a secret and must not reach the log.
         with quiet_http():
-            await self._post_webhook_quietly(url, notice)
+            return await self._post_webhook_quietly(url, notice)
 
-    async def _post_webhook_quietly(self, url: str, notice: ExpiryNotice) -> None:
+    async def _post_webhook_quietly(self, url: str, notice: ExpiryNotice) -> bool:
         problem = ""
         async with async_client(None, WEBHOOK_TIMEOUT, self.transport, max_connections=1) as client:
             for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
@@ -200,11 +217,12 @@ class ExpiryWatch:
                     problem = type(exc).__name__
                 else:
                     if response.status_code < 400:
-                        return
+                        return True
                     problem = f"HTTP {response.status_code}"
                 if attempt < WEBHOOK_ATTEMPTS:
                     await self.clock.sleep(4.0 ** (attempt - 1))
         log.warning("the expiry alert webhook failed (%s) for connector %s", problem, notice.connector.name)
+        return False
 
 
 def _days(count: int | None) -> str:
