@@ -106,7 +106,9 @@ class SandboxServer:
         pki = ensure_pki(self.data_dir)
         seed = self._seed()
         sandbox = Sandbox(self.settings, pki, seed)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets whose proto says TCP, and with Nagle on
+        # every response with a body (headers and body are two writes) waited ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
