@@ -55,3 +55,27 @@ def test_processes_share_one_budget(env: Env) -> None:
                 granted += 1
     assert granted <= 100, "together they never exceed the mailbox's budget"
     assert granted >= 100 - 2 * CHUNK_RECIPIENTS, "and each wastes at most its unspent chunk"
+
+
+def test_a_quiet_relay_does_not_use_up_its_budget_on_unspent_chunks(env: Env) -> None:
+    """One message every few minutes: each send leases a chunk, the chunk's remainder expires unspent. It must
+    be given back, or 157 sparse messages would count as 10,000 recipients and hold mail back for a day."""
+    limits = BudgetLimits(requests=500, request_window=600, recipients=200, recipient_window=86_400)
+    budgets = Budgets(env.db, env.clock, limits)
+    connector = env.connectors[0]
+    for n in range(150):
+        assert budgets.reserve(connector, 1) is None, f"send {n + 1} was held back"
+        env.clock.advance(120)
+    counted_requests, counted_recipients = budgets.usage(connector)
+    assert counted_recipients <= 150 + CHUNK_RECIPIENTS and counted_requests <= 5 + CHUNK_REQUESTS
+
+
+def test_stopping_gives_the_unspent_chunk_back(env: Env) -> None:
+    budgets = Budgets(env.db, env.clock, BudgetLimits())
+    connector = env.connectors[0]
+    for _ in range(3):
+        assert budgets.reserve(connector, 2) is None
+    assert budgets.usage(connector) == (CHUNK_REQUESTS, CHUNK_RECIPIENTS), "a whole chunk is counted while leased"
+    budgets.release()
+    assert budgets.usage(connector) == (3, 6), "what was really spent stays counted; the rest is back"
+    assert budgets.reserve(connector, 1) is None and budgets.usage(connector)[1] == 6 + CHUNK_RECIPIENTS

@@ -3,18 +3,22 @@ one database shares them (PROTOCOL.md §7: 10,000 requests per 10 minutes per ap
 recipients per rolling 24 hours per mailbox). Usage is counted in one-minute buckets.
 
 A process leases budget in small chunks (counted in the database at once) and spends them locally, so
-a send costs no database round trip most of the time; a chunk unspent after a minute is simply lost,
-which errs on the safe side. When a send would exceed a budget the message is *deferred* until enough of
-the window has drained — never failed: going over is Exchange's reason to stop the mailbox sending,
-not the message's fault.
+a send costs no database round trip most of the time. What is unspent after a minute (or when the
+dispatcher stops) is given back to the bucket it was counted in: without that, a quiet relay sending one
+message every few minutes would count a whole chunk per message and believe, after a hundred and fifty
+messages, that the mailbox had used its 10,000 recipients for the day. Only a process that is killed loses
+its unspent chunk (at most one per connector), which errs on the safe side.
+
+When a send would exceed a budget the message is *deferred* until enough of the window has drained — never
+failed: going over is Exchange's reason to stop the mailbox sending, not the message's fault.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -41,6 +45,7 @@ class _Allowance:
     requests: int
     recipients: int
     until: float  # monotonic
+    leases: list[tuple[int, int, int]] = field(default_factory=list)  # (minute, requests, recipients) counted
 
 
 class Budgets:
@@ -59,24 +64,63 @@ class Budgets:
         with self._lock:
             now = self.clock.monotonic()
             allowance = self._allowances.get(connector_id)
-            if allowance is None or allowance.until <= now:
-                allowance = _Allowance(0, 0, now + ALLOWANCE_SECONDS)  # an expired remainder is simply lost
+            if allowance is not None and allowance.until <= now:
+                self._give_back(connector_id, allowance)
+                allowance = None
+            if allowance is None:
+                allowance = _Allowance(0, 0, now + ALLOWANCE_SECONDS)
             short = (max(0, requests - allowance.requests), max(0, recipients - allowance.recipients))
             if any(short):
                 wanted = (
                     max(short[0], CHUNK_REQUESTS) if short[0] else 0,
                     max(short[1], CHUNK_RECIPIENTS) if short[1] else 0,
                 )
-                wait, granted = self._lease(connector_id, short, wanted)
+                wait, granted, minute = self._lease(connector_id, short, wanted)
                 if wait is not None:
+                    self._allowances[connector_id] = allowance
                     return wait
                 allowance = _Allowance(
-                    allowance.requests + granted[0], allowance.recipients + granted[1], now + ALLOWANCE_SECONDS
+                    allowance.requests + granted[0],
+                    allowance.recipients + granted[1],
+                    now + ALLOWANCE_SECONDS,
+                    [*allowance.leases, (minute, *granted)],
                 )
             allowance.requests -= requests
             allowance.recipients -= recipients
             self._allowances[connector_id] = allowance
             return None
+
+    def release(self) -> None:
+        """Give every unspent allowance back (the dispatcher calls this when it stops)."""
+        with self._lock:
+            allowances, self._allowances = self._allowances, {}
+            for connector_id, allowance in allowances.items():
+                self._give_back(connector_id, allowance)
+
+    def _give_back(self, connector_id: int, allowance: _Allowance) -> None:
+        """Uncount what was leased but not spent, newest lease first, from the buckets it was counted in."""
+        requests, recipients = max(0, allowance.requests), max(0, allowance.recipients)
+        returns = []
+        for minute, leased_requests, leased_recipients in reversed(allowance.leases):
+            if not requests and not recipients:
+                break
+            back = (min(requests, leased_requests), min(recipients, leased_recipients))
+            requests, recipients = requests - back[0], recipients - back[1]
+            if any(back):
+                returns.append((minute, *back))
+        if not returns:
+            return
+        clamp = func.greatest if self.db.is_postgres else func.max  # SQLite's two-argument max() is scalar
+        with self.db.write() as session:
+            for minute, back_requests, back_recipients in returns:
+                session.execute(
+                    update(BudgetBucketRow)
+                    .where(BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute == minute)
+                    .values(
+                        requests=clamp(BudgetBucketRow.requests - back_requests, 0),
+                        recipients=clamp(BudgetBucketRow.recipients - back_recipients, 0),
+                    )
+                )
 
     def usage(self, connector_id: int) -> tuple[int, int]:
         """(requests counted in the request window, recipients in the recipient window)."""
@@ -89,8 +133,9 @@ class Budgets:
 
     def _lease(
         self, connector_id: int, needed: tuple[int, int], wanted: tuple[int, int]
-    ) -> tuple[float | None, tuple[int, int]]:
-        """Count (requests, recipients) against the windows: at least ``needed``, up to ``wanted``."""
+    ) -> tuple[float | None, tuple[int, int], int]:
+        """Count (requests, recipients) against the windows: at least ``needed``, up to ``wanted``. Returns the
+        wait (None when granted), what was granted and the minute bucket it was counted in."""
         now = self.clock.now().timestamp()
         minute = int(now // 60)
         lim = self.limits
@@ -114,7 +159,7 @@ class Budgets:
                 _wait(recipient_rows, needed[1], lim.recipients, lim.recipient_window, now),
             )
             if wait > 0:
-                return wait, (0, 0)
+                return wait, (0, 0), minute
             granted = (
                 max(needed[0], min(wanted[0], lim.requests - sum(n for _, n in request_rows))),
                 max(needed[1], min(wanted[1], lim.recipients - sum(n for _, n in recipient_rows))),
@@ -127,7 +172,7 @@ class Budgets:
                         BudgetBucketRow.minute <= minute - max(lim.recipient_window, lim.request_window) // 60,
                     )
                 )
-        return None, granted
+        return None, granted, minute
 
     @staticmethod
     def _total(

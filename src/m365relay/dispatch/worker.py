@@ -164,6 +164,9 @@ class Dispatcher:
         finally:
             self.outbox.listeners.remove(self.wake)
             await self._drain()
+            if self.budgets is not None:
+                with contextlib.suppress(StoreError):  # unspent budget goes back for the other processes
+                    await self._db(self.budgets.release)
             await self.gate.aclose()
             self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
