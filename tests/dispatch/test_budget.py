@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from m365relay.db.models import BudgetBucketRow
 from m365relay.dispatch import BudgetLimits, Budgets
 from m365relay.dispatch.budget import CHUNK_RECIPIENTS, CHUNK_REQUESTS
 from support_outbox import Env
@@ -79,3 +81,18 @@ def test_stopping_gives_the_unspent_chunk_back(env: Env) -> None:
     budgets.release()
     assert budgets.usage(connector) == (3, 6), "what was really spent stays counted; the rest is back"
     assert budgets.reserve(connector, 1) is None and budgets.usage(connector)[1] == 6 + CHUNK_RECIPIENTS
+
+
+def test_each_minute_counts_what_was_spent_in_it(env: Env) -> None:
+    """A top-up in a later minute gives the old remainder back and leases afresh in that minute, so no bucket
+    counts less than was sent in it (else the window would forget sends early)."""
+    budgets = Budgets(env.db, env.clock, BudgetLimits())
+    connector = env.connectors[0]
+    first = int(env.clock.now().timestamp() // 60)
+    assert budgets.reserve(connector, 60) is None  # leases 64 in this minute, spends 60
+    env.clock.advance(60)
+    assert budgets.reserve(connector, 60) is None  # 4 left over is not enough: given back, 64 leased anew
+    budgets.release()
+    with env.db.read() as session:
+        counted = {m: n for m, n in session.execute(select(BudgetBucketRow.minute, BudgetBucketRow.recipients))}
+    assert counted == {first: 60, first + 1: 60}

@@ -3,9 +3,10 @@ one database shares them (PROTOCOL.md §7: 10,000 requests per 10 minutes per ap
 recipients per rolling 24 hours per mailbox). Usage is counted in one-minute buckets.
 
 A process leases budget in small chunks (counted in the database at once) and spends them locally, so
-a send costs no database round trip most of the time. What is unspent after a minute (or when the
-dispatcher stops) is given back to the bucket it was counted in: without that, a quiet relay sending one
-message every few minutes would count a whole chunk per message and believe, after a hundred and fifty
+a send costs no database round trip most of the time. A chunk is spent within a minute of its lease; what
+is left then, or when a send needs more than is left, or when the dispatcher stops, is given back to the
+bucket it was counted in (in the same transaction as the next lease). Without that, a quiet relay sending
+one message every few minutes would count a whole chunk per message and believe, after a hundred and fifty
 messages, that the mailbox had used its 10,000 recipients for the day. Only a process that is killed loses
 its unspent chunk (at most one per connector), which errs on the safe side.
 
@@ -16,7 +17,7 @@ failed: going over is Exchange's reason to stop the mailbox sending, not the mes
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,10 +43,12 @@ class BudgetLimits:
 
 @dataclass
 class _Allowance:
+    """What is left of one lease: counted in the database in bucket ``minute``, spendable until ``until``."""
+
     requests: int
     recipients: int
     until: float  # monotonic
-    leases: list[tuple[int, int, int]] = field(default_factory=list)  # (minute, requests, recipients) counted
+    minute: int
 
 
 class Budgets:
@@ -59,68 +62,54 @@ class Budgets:
     def reserve(self, connector_id: int, recipients: int, requests: int = 1) -> float | None:
         """Spend budget for one send and return None, or return the seconds to wait before it fits.
 
-        Each dimension is topped up on its own when it runs short, so a message with many recipients does
-        not throw away the request allowance (and the other way round)."""
+        When the allowance in hand is short (or a minute old), its remainder is given back and a new chunk is
+        leased in the same transaction, counted in the current minute: nothing is thrown away, and what is
+        spent is never counted more than a minute before it was spent."""
         with self._lock:
             now = self.clock.monotonic()
             allowance = self._allowances.get(connector_id)
-            if allowance is not None and allowance.until <= now:
-                self._give_back(connector_id, allowance)
-                allowance = None
-            if allowance is None:
-                allowance = _Allowance(0, 0, now + ALLOWANCE_SECONDS)
-            short = (max(0, requests - allowance.requests), max(0, recipients - allowance.recipients))
-            if any(short):
-                wanted = (
-                    max(short[0], CHUNK_REQUESTS) if short[0] else 0,
-                    max(short[1], CHUNK_RECIPIENTS) if short[1] else 0,
-                )
-                wait, granted, minute = self._lease(connector_id, short, wanted)
-                if wait is not None:
-                    self._allowances[connector_id] = allowance
-                    return wait
-                allowance = _Allowance(
-                    allowance.requests + granted[0],
-                    allowance.recipients + granted[1],
-                    now + ALLOWANCE_SECONDS,
-                    [*allowance.leases, (minute, *granted)],
-                )
-            allowance.requests -= requests
-            allowance.recipients -= recipients
-            self._allowances[connector_id] = allowance
+            if (
+                allowance is not None
+                and allowance.until > now
+                and allowance.requests >= requests
+                and allowance.recipients >= recipients
+            ):
+                allowance.requests -= requests
+                allowance.recipients -= recipients
+                return None
+            wanted = (max(requests, CHUNK_REQUESTS), max(recipients, CHUNK_RECIPIENTS))
+            # If this raises, nothing was committed: the allowance stays in hand, to be given back later.
+            wait, granted, minute = self._lease(connector_id, (requests, recipients), wanted, allowance)
+            self._allowances.pop(connector_id, None)  # given back in that transaction
+            if wait is not None:
+                return wait
+            self._allowances[connector_id] = _Allowance(
+                granted[0] - requests, granted[1] - recipients, now + ALLOWANCE_SECONDS, minute
+            )
             return None
 
     def release(self) -> None:
         """Give every unspent allowance back (the dispatcher calls this when it stops)."""
         with self._lock:
-            allowances, self._allowances = self._allowances, {}
-            for connector_id, allowance in allowances.items():
-                self._give_back(connector_id, allowance)
+            for connector_id in list(self._allowances):
+                allowance = self._allowances[connector_id]
+                with self.db.write() as session:
+                    self._give_back(session, connector_id, allowance)
+                del self._allowances[connector_id]  # only once its give-back is committed
 
-    def _give_back(self, connector_id: int, allowance: _Allowance) -> None:
-        """Uncount what was leased but not spent, newest lease first, from the buckets it was counted in."""
-        requests, recipients = max(0, allowance.requests), max(0, allowance.recipients)
-        returns = []
-        for minute, leased_requests, leased_recipients in reversed(allowance.leases):
-            if not requests and not recipients:
-                break
-            back = (min(requests, leased_requests), min(recipients, leased_recipients))
-            requests, recipients = requests - back[0], recipients - back[1]
-            if any(back):
-                returns.append((minute, *back))
-        if not returns:
+    def _give_back(self, session: Session, connector_id: int, allowance: _Allowance | None) -> None:
+        """Uncount what was leased but not spent, from the bucket it was counted in."""
+        if allowance is None or (allowance.requests <= 0 and allowance.recipients <= 0):
             return
         clamp = func.greatest if self.db.is_postgres else func.max  # SQLite's two-argument max() is scalar
-        with self.db.write() as session:
-            for minute, back_requests, back_recipients in returns:
-                session.execute(
-                    update(BudgetBucketRow)
-                    .where(BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute == minute)
-                    .values(
-                        requests=clamp(BudgetBucketRow.requests - back_requests, 0),
-                        recipients=clamp(BudgetBucketRow.recipients - back_recipients, 0),
-                    )
-                )
+        session.execute(
+            update(BudgetBucketRow)
+            .where(BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute == allowance.minute)
+            .values(
+                requests=clamp(BudgetBucketRow.requests - max(0, allowance.requests), 0),
+                recipients=clamp(BudgetBucketRow.recipients - max(0, allowance.recipients), 0),
+            )
+        )
 
     def usage(self, connector_id: int) -> tuple[int, int]:
         """(requests counted in the request window, recipients in the recipient window)."""
@@ -132,10 +121,15 @@ class Budgets:
             )
 
     def _lease(
-        self, connector_id: int, needed: tuple[int, int], wanted: tuple[int, int]
+        self,
+        connector_id: int,
+        needed: tuple[int, int],
+        wanted: tuple[int, int],
+        returning: _Allowance | None,
     ) -> tuple[float | None, tuple[int, int], int]:
-        """Count (requests, recipients) against the windows: at least ``needed``, up to ``wanted``. Returns the
-        wait (None when granted), what was granted and the minute bucket it was counted in."""
+        """Give ``returning``'s remainder back, then count (requests, recipients) against the windows: at least
+        ``needed``, up to ``wanted``. One transaction. Returns the wait (None when granted), what was granted
+        and the minute bucket it was counted in."""
         now = self.clock.now().timestamp()
         minute = int(now // 60)
         lim = self.limits
@@ -144,6 +138,7 @@ class Budgets:
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": BUDGET_LOCK_NAMESPACE, "id": connector_id}
                 )
+            self._give_back(session, connector_id, returning)
             buckets = session.execute(
                 select(BudgetBucketRow.minute, BudgetBucketRow.requests, BudgetBucketRow.recipients)
                 .where(

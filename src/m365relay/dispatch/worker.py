@@ -165,8 +165,10 @@ class Dispatcher:
             self.outbox.listeners.remove(self.wake)
             await self._drain()
             if self.budgets is not None:
-                with contextlib.suppress(StoreError):  # unspent budget goes back for the other processes
+                try:  # unspent budget goes back for the other processes
                     await self._db(self.budgets.release)
+                except Exception as exc:  # kept counted: errs on the safe side, and the rest must still close
+                    log.warning("dispatcher: unspent budget not given back: %s", exc)
             await self.gate.aclose()
             self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
