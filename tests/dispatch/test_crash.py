@@ -57,6 +57,8 @@ def test_sigkill_mid_run_loses_nothing(
         first.communicate(timeout=10)
     killed_at = sent()
     assert killed_at < TOTAL, "the kill happened mid-run"
+    # Only messages the dead worker held can repeat: on the wire, or answered 202 but not yet recorded as sent.
+    held_at_kill = runtime.outbox.stats().by_status.get("sending", 0)
     second = start_worker(runtime)
     try:
         wait_for(lambda: runtime.outbox.pending_count() == 0, 180)
@@ -67,8 +69,8 @@ def test_sigkill_mid_run_loses_nothing(
     delivered = collections.Counter(m["message_id"] for m in admin.messages(limit=100000))
     lost = [m for m in message_ids if delivered[m] == 0]
     duplicates = sum(delivered[m] - 1 for m in message_ids if delivered[m] > 1)
-    print(f"\ncrash test: killed after {killed_at} sent; lost = {len(lost)}, duplicates = {duplicates}")
+    print(f"\ncrash test: killed after {killed_at} sent, {held_at_kill} held; lost = {len(lost)}, dup = {duplicates}")
     record_property("duplicates", duplicates)  # type: ignore[operator]
     assert lost == []
     assert runtime.outbox.stats().by_status == {"sent": TOTAL}
-    assert duplicates <= 4, "at most the sends in flight at the moment of the kill can repeat"
+    assert duplicates <= held_at_kill, "only messages the killed worker held can repeat"
