@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -171,6 +172,47 @@ def test_an_alert_the_webhook_missed_is_announced_again_an_hour_later(
         assert [p["threshold_days"] for p in hook.received] == [3]
         assert asyncio.run(watch.check()) == [], "delivered now: not announced a third time"
         assert runtime.outbox.stats().by_status == {"queued": 1}, "the alert e-mail was queued once"
+        assert not any("not queued" in line for line in alert_lines(caplog)), "and the repeat is no error"
+
+
+def test_a_webhook_url_that_cannot_be_posted_to_is_retried_like_a_failing_one(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    with runtime_with(tmp_path, clock, alert_webhook_url="http://[::1/hook") as runtime:
+        runtime.connectors.save("a", offline_connector(START + timedelta(days=2)))
+        runtime.connectors.save("b", offline_connector(START + timedelta(days=5)))
+        watch = watch_for(runtime)
+        assert watch.due()
+        notices = asyncio.run(watch.check())
+        assert sorted(n.threshold for n in notices) == [3, 7], "one bad URL does not stop the other connectors"
+        clock.advance(3600)
+        assert watch.due(), "and the announcements are tried again"
+    assert sum("webhook failed (InvalidURL)" in line for line in alert_lines(caplog)) == 2
+
+
+def test_an_announcement_cut_short_by_shutdown_is_made_again(tmp_path: Path, clock: ManualClock) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    try:
+        with runtime_with(tmp_path, clock, alert_webhook_url=url) as runtime:
+            runtime.connectors.save("default", offline_connector(START + timedelta(days=2)))
+
+            async def cut_short() -> None:
+                task = asyncio.create_task(watch_for(runtime).check())
+                await asyncio.sleep(0.3)  # the POST is waiting for an answer
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+            asyncio.run(cut_short())
+            with webhook_receiver() as hook:
+                settings = runtime.settings.model_copy(update={"alert_webhook_url": hook.url})
+                watch = ExpiryWatch(runtime.connectors, runtime.outbox, settings, clock=runtime.clock)
+                assert [n.threshold for n in asyncio.run(watch.check())] == [3]
+                assert [p["threshold_days"] for p in hook.received] == [3]
+    finally:
+        silent.close()
 
 
 def test_a_changed_expiry_date_starts_the_announcements_afresh(tmp_path: Path, clock: ManualClock) -> None:

@@ -16,6 +16,7 @@ names the credential and threshold), so an alert is not lost to a receiver that 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,9 +141,15 @@ class ExpiryWatch:
             if notice is None:
                 continue
             notices.append(notice)
-            if not await self._announce(notice):
-                assert notice.state.credential is not None
-                await asyncio.to_thread(self.connectors.release_warned, notice.state.credential.id, notice.threshold)
+            assert notice.state.credential is not None
+            credential_id = notice.state.credential.id
+            try:
+                delivered = await self._announce(notice)
+            except BaseException:  # cancelled (shutdown) or a surprise: the claim must not outlive the attempt
+                self._give_back(credential_id, notice.threshold)
+                raise
+            if not delivered:
+                await asyncio.to_thread(self._give_back, credential_id, notice.threshold)
                 self._retry_at = self.clock.monotonic() + RETRY_SECONDS
                 log.warning(
                     "the expiry alert for connector %s is announced again in %.0f minutes",
@@ -150,6 +157,12 @@ class ExpiryWatch:
                     RETRY_SECONDS / 60,
                 )
         return notices
+
+    def _give_back(self, credential_id: int, threshold: int) -> None:
+        try:
+            self.connectors.release_warned(credential_id, threshold)
+        except M365RelayError as exc:  # the next daily pass will not repeat it; say so
+            log.warning("the expiry alert claim could not be given back (%s); it is not retried", exc.message)
 
     def _claim(self, connector: ConnectorConfig, now: datetime) -> ExpiryNotice | None:
         state = expiry_state(connector, now)
@@ -181,6 +194,7 @@ class ExpiryWatch:
             log.info("no alert e-mail for connector %s: its credential has expired", notice.connector.name)
             return
         connector, state = notice.connector, notice.state
+        key = f"expiry-alert:{state.credential.id if state.credential else 0}:{notice.threshold}"
         try:
             message = compose(
                 MessageSpec(
@@ -196,8 +210,10 @@ class ExpiryWatch:
                 connector.id,
                 OutgoingMessage.from_message(message),
                 source="expiry-watch",
-                # One e-mail per credential and threshold, even if two processes got this far.
-                idempotency_key=f"expiry-alert:{state.credential.id if state.credential else 0}:{notice.threshold}",
+                # One e-mail per credential and threshold, even if two processes got this far or the webhook's
+                # retry announces again; the key is the content too (the Date and Message-ID differ each time).
+                idempotency_key=key,
+                content_hash=hashlib.sha256(key.encode()).hexdigest(),
             )
         except M365RelayError as exc:
             log.warning("the expiry alert e-mail for connector %s was not queued: %s", connector.name, exc.message)
@@ -213,7 +229,7 @@ class ExpiryWatch:
             for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
                 try:
                     response = await client.post(url, json=notice.payload())
-                except httpx.HTTPError as exc:
+                except Exception as exc:  # any failure (a malformed URL too) means "not delivered"
                     problem = type(exc).__name__
                 else:
                     if response.status_code < 400:
