@@ -6,6 +6,7 @@ build a Runtime and hand its parts to whoever needs them.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 
 from .auth import TokenProvider
@@ -87,6 +88,7 @@ class Runtime:
             shutdown_grace=s.graph_timeout + 5,
             owner=owner,
             expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
+            retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
         )
 

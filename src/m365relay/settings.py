@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_queue_lifetime: int = Field(
         5 * 86_400, description="Seconds a message may wait before it fails (Postfix maximal_queue_lifetime)."
     )
+    retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days sent, failed and cancelled mail (with its body and events) is kept; 0 keeps it for good.",
+    )
     retry_base_seconds: float = Field(5.0, description="First retry delay; doubles each attempt, with jitter.")
     retry_max_seconds: float = Field(900.0, description="Longest delay between two attempts.")
     lease_seconds: int = Field(120, description="How long a worker owns a claimed message before others may take it.")

@@ -166,6 +166,15 @@ def test_cancel_retry_expire_purge(env: Env) -> None:
         env.outbox.get(sent)
 
 
+def test_purge_goes_in_batches_and_never_touches_waiting_mail(env: Env) -> None:
+    waiting = env.enqueue(0)
+    finished = [env.enqueue(n) for n in range(1, 6)]
+    for message_id in finished:
+        env.outbox.cancel(message_id)
+    assert [env.outbox.purge(limit=2) for _ in range(4)] == [2, 2, 1, 0]
+    assert env.outbox.stats().by_status == {"queued": 1} and env.outbox.get(waiting).status == "queued"
+
+
 def test_listing_filters_and_paging(env: Env) -> None:
     ids = [env.outbox.enqueue(env.connectors[0], env.message(n, to=f"user{n}@example.com")).id for n in range(7)]
     page = env.outbox.list(limit=3)

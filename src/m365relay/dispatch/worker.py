@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..graph import GraphSender, OutgoingMessage
 from ..metrics import Metrics
-from ..outbox import Claimed, Outbox
+from ..outbox import FINAL, Claimed, Outbox
 from .budget import Budgets
 from .gate import LocalGate
 from .retry import RetryPolicy
@@ -59,6 +59,8 @@ T = TypeVar("T")
 
 CONNECTOR_REFRESH_SECONDS = 1.0
 EXPIRE_EVERY_SECONDS = 60.0
+PURGE_EVERY_SECONDS = 3600.0  # finished mail past the retention period is deleted hourly ...
+PURGE_BATCH = 500  # ... a batch per transaction, so that ingress never waits long for the write lock
 LONG_WAIT_SECONDS = 5.0  # a claimed message facing a longer throttle goes back to the outbox instead
 
 
@@ -101,6 +103,7 @@ class Dispatcher:
         shutdown_grace: float = 30.0,
         owner: str | None = None,
         expiry_watch: ExpiryWatch | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.outbox = outbox
         self.connectors = connectors
@@ -117,6 +120,7 @@ class Dispatcher:
         self.shutdown_grace = shutdown_grace
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
+        self.retention = retention  # None: finished mail is kept until someone purges it
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
@@ -126,6 +130,7 @@ class Dispatcher:
         self._connectors: list[ConnectorConfig] = []
         self._connectors_at = -1e9
         self._expired_at = -1e9
+        self._purged_at = -1e9
         self._renewed_at = 0.0
         self._stopping = False
 
@@ -218,6 +223,9 @@ class Dispatcher:
         if monotonic - self._expired_at >= EXPIRE_EVERY_SECONDS:
             self._expired_at = monotonic
             self.stats.failed += len(await self._db(self.outbox.expire))
+        if self.retention is not None and monotonic - self._purged_at >= PURGE_EVERY_SECONDS:
+            self._purged_at = monotonic
+            self._spawn(self._purge(self.retention), None)
         if monotonic - self._renewed_at >= self.lease_seconds / 3:
             self._renewed_at = monotonic
             ids = [m.id for m in self._tasks.values() if m is not None]
@@ -226,6 +234,21 @@ class Dispatcher:
         if monotonic - self._connectors_at >= CONNECTOR_REFRESH_SECONDS:
             self._connectors = await self._db(self.connectors.all)
             self._connectors_at = monotonic
+
+    async def _purge(self, retention: timedelta) -> None:
+        """Delete finished mail older than the retention period, a batch at a time (a background task)."""
+        total = 0
+        try:
+            while not self._stopping:
+                count = await self._db(self.outbox.purge, FINAL, retention, limit=PURGE_BATCH)
+                total += count
+                if count < PURGE_BATCH:
+                    break
+                await asyncio.sleep(0)  # let sends and claims between batches
+        except Exception as exc:  # the next hour tries again; sending goes on either way
+            log.warning("dispatcher: purging finished mail failed: %s", exc)
+        if total:
+            log.info("purged %d finished message(s) older than %d days", total, retention.days)
 
     async def _claim(self, connector: ConnectorConfig, lane: _Lane) -> bool:
         room = self.concurrency - sum(1 for m in self._tasks.values() if m is not None)

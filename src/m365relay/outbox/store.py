@@ -446,14 +446,25 @@ class Outbox:
                 _event(session, message_id, now, "expired", reason)
             return ids
 
-    def purge(self, statuses: tuple[str, ...] = FINAL, older_than: timedelta = timedelta(0)) -> int:
+    def purge(
+        self, statuses: tuple[str, ...] = FINAL, older_than: timedelta = timedelta(0), *, limit: int | None = None
+    ) -> int:
+        """Delete finished messages (bodies and events go with them) last changed before ``older_than`` ago;
+        at most ``limit`` in this transaction, so a large purge does not hold the writers up. Returns how many."""
         if any(s not in FINAL for s in statuses):
             raise ValidationError("--status", "only sent, failed or cancelled mail can be purged")
         cutoff = self.clock.now() - older_than
+        which = select(MessageRow.id).where(MessageRow.status.in_(statuses), MessageRow.updated_at <= cutoff)
         with self.db.write() as session:
-            result = session.execute(
-                delete(MessageRow).where(MessageRow.status.in_(statuses), MessageRow.updated_at <= cutoff)
-            )
+            if limit is not None:
+                ids = list(session.scalars(which.order_by(MessageRow.id).limit(limit)))
+                if not ids:
+                    return 0
+                result = session.execute(delete(MessageRow).where(MessageRow.id.in_(ids)))
+            else:
+                result = session.execute(
+                    delete(MessageRow).where(MessageRow.status.in_(statuses), MessageRow.updated_at <= cutoff)
+                )
             return int(getattr(result, "rowcount", 0) or 0)
 
     # -- reading -----------------------------------------------------------------------------------
