@@ -96,3 +96,14 @@ def test_each_minute_counts_what_was_spent_in_it(env: Env) -> None:
     with env.db.read() as session:
         counted = {m: n for m, n in session.execute(select(BudgetBucketRow.minute, BudgetBucketRow.recipients))}
     assert counted == {first: 60, first + 1: 60}
+
+
+def test_buckets_that_left_every_window_are_deleted(env: Env) -> None:
+    budgets = Budgets(env.db, env.clock, BudgetLimits())
+    connector = env.connectors[0]
+    assert budgets.reserve(connector, 1) is None
+    env.clock.advance(25 * 3600 + 7 * 60)  # not on the hour: the sweep must not depend on the minute
+    assert budgets.reserve(connector, 1) is None
+    with env.db.read() as session:
+        minutes = list(session.scalars(select(BudgetBucketRow.minute)))
+    assert minutes == [int(env.clock.now().timestamp() // 60)]

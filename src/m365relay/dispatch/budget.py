@@ -58,6 +58,7 @@ class Budgets:
         self.limits = limits
         self._allowances: dict[int, _Allowance] = {}
         self._lock = threading.Lock()
+        self._swept: dict[int, int] = {}  # connector id -> minute its old buckets were last deleted
 
     def reserve(self, connector_id: int, recipients: int, requests: int = 1) -> float | None:
         """Spend budget for one send and return None, or return the seconds to wait before it fits.
@@ -160,7 +161,8 @@ class Budgets:
                 max(needed[1], min(wanted[1], lim.recipients - sum(n for _, n in recipient_rows))),
             )
             self._add(session, connector_id, minute, *granted)
-            if minute % 60 == 0:  # now and then, forget buckets older than the longest window
+            if minute - self._swept.get(connector_id, minute - 60) >= 60:  # hourly: forget buckets out of the windows
+                self._swept[connector_id] = minute
                 session.execute(
                     delete(BudgetBucketRow).where(
                         BudgetBucketRow.connector_id == connector_id,
