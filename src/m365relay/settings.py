@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        """Checked at start, not when the first alert is due; the message never repeats the URL (a webhook
+        URL is a credential)."""
+        if not value:
+            return None
+        import httpx
+
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError("is not a valid URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -50,3 +50,19 @@ def test_every_setting_is_documented() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "settings.md").read_text()
     for name in Settings.model_fields:
         assert f"`M365RELAY_{name.upper()}`" in docs, f"{name} is missing from docs/settings.md"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://[::1/hooks/T0KEN-1", "not a valid URL"),
+        ("ftp://hooks.example/T0KEN-1", "http:// or https://"),
+        ("https:///T0KEN-1", "http:// or https://"),
+    ],
+)
+def test_a_webhook_url_is_checked_at_start_without_repeating_it(tmp_path: Path, url: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem) as refused:
+        load_settings(environ={"M365RELAY_ALERT_WEBHOOK_URL": url}, home=tmp_path)
+    assert "T0KEN" not in str(refused.value), "a webhook URL is a credential: the error must not show it"
+    ok = load_settings(environ={"M365RELAY_ALERT_WEBHOOK_URL": "https://hooks.example/T0KEN"}, home=tmp_path)
+    assert ok.alert_webhook_url == "https://hooks.example/T0KEN"
