@@ -48,6 +48,18 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.bounces = Counter(
+            "m365relay_bounces",
+            "Recipients reported bounced or delayed by a delivery report in the sending mailbox's Inbox.",
+            ["connector", "state"],
+            registry=self.registry,
+        )
+        self.suppressions = Counter(
+            "m365relay_suppressions",
+            "Suppression changes (added after a bounce) and recipients dropped or refused as suppressed.",
+            ["connector", "event"],
+            registry=self.registry,
+        )
         self.deferrals = Counter(
             "m365relay_deferrals",
             "Attempts deferred for a later retry, by reason.",

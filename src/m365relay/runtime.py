@@ -17,10 +17,12 @@ from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
 from .graph import GraphSender
 from .lifecycle import ExpiryWatch
+from .mailbox.inbox import InboxReader
 from .metrics import Metrics
 from .outbox import Outbox
 from .outbox.backpressure import Backpressure
 from .settings import Settings
+from .suppression import Suppressions
 
 
 class Runtime:
@@ -69,7 +71,7 @@ class Runtime:
         """A dispatcher for this process. On PostgreSQL the in-flight limit is shared by all processes."""
         s = self.settings
         capacity = s.max_in_flight_per_mailbox
-        return Dispatcher(
+        dispatcher = Dispatcher(
             outbox=self.outbox,
             connectors=self.connectors,
             sender=self.sender,
@@ -90,6 +92,27 @@ class Runtime:
             expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
             retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
+        )
+        dispatcher.companions.append(self.inbox_reader(dispatcher).run)
+        return dispatcher
+
+    @cached_property
+    def suppressions(self) -> Suppressions:
+        s = self.settings
+        return Suppressions(self.db, days=s.suppression_days, statuses=s.suppression_statuses)
+
+    def inbox_reader(self, dispatcher: Dispatcher) -> InboxReader:
+        """Bounce intake, sharing the dispatcher's in-flight slots and request budget (mailbox/inbox.py)."""
+        return InboxReader(
+            db=self.db,
+            connectors=self.connectors,
+            sender=self.sender,
+            suppressions=self.suppressions,
+            gate=dispatcher.gate,
+            budgets=dispatcher.budgets,
+            owner=dispatcher.owner,
+            metrics=self.metrics,
+            poll_seconds=self.settings.inbox_poll_seconds,
         )
 
     def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:

@@ -114,6 +114,18 @@ class Settings(BaseSettings):
         6 * 3600, description="Age in seconds of the oldest queued message beyond which ingress pushes back."
     )
 
+    # -- bounces and suppression (docs/delivery.md) -----------------------------------------------
+    suppression_days: int = Field(
+        30, ge=0, description="Days a hard-bounced address stays suppressed per connector; 0 never suppresses."
+    )
+    suppression_statuses: list[str] = Field(
+        default_factory=lambda: ["5.1", "5.2.1", "5.4.1"],
+        description="Status codes or classes (prefixes) that count as hard bounces; 5.7.708/5.7.750 never do.",
+    )
+    inbox_poll_seconds: float = Field(
+        15.0, gt=0, description="Seconds between reads of each sending mailbox's Inbox (needs Mail.Read)."
+    )
+
     # -- credential lifecycle --------------------------------------------------------------------
     expiry_warning_days: list[int] = Field(
         default_factory=lambda: [30, 14, 7, 3, 1], description="Days before expiry at which to warn."

@@ -256,3 +256,49 @@ class AuditRow(Base):
     target: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]]
     remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+
+# -- delivery truth: recipients' states, suppressions, mailbox reading ------------------------------
+
+
+class MessageRecipientRow(Base):
+    """A recipient whose state differs from its message's: bounced, delayed or suppressed (others are ``sent``)."""
+
+    __tablename__ = "message_recipients"
+
+    message_id: Mapped[int] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-case
+    state: Mapped[str] = mapped_column(String(16))  # bounced | delayed | suppressed
+    status: Mapped[str | None] = mapped_column(String(16))  # RFC 3463, e.g. 5.1.10
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime]  # the report's date (or when it was suppressed)
+
+
+class SuppressionRow(Base):
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("connector_id", "address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))  # lower-case
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    bounced_at: Mapped[datetime]
+    message_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("messages.id", ondelete="SET NULL"))
+    source: Mapped[str] = mapped_column(String(16))  # bounce | manual
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+
+class MailboxCursorRow(Base):
+    """Where the Inbox reading of one connector's mailbox stands; its lease keeps other processes out."""
+
+    __tablename__ = "mailbox_cursors"
+
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
+    delta_link: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_read_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    reports: Mapped[int] = mapped_column(Integer, default=0)

@@ -122,6 +122,8 @@ class Dispatcher:
         self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
         self.retention = retention  # None: finished mail is kept until someone purges it
         self.stats = DispatchStats()
+        # Tasks that live as long as the dispatcher (bounce intake, mailbox/inbox.py): run(stop) coroutines.
+        self.companions: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
         self._lanes: dict[int, _Lane] = {}
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
         self._wake = asyncio.Event()
@@ -150,6 +152,7 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self.outbox.listeners.append(self.wake)
         log.info("dispatcher %s started", self.owner)
+        companions = [asyncio.create_task(run(stop)) for run in self.companions]
         try:
             failures = 0
             while not stop.is_set():
@@ -168,6 +171,7 @@ class Dispatcher:
                     await self._idle(stop)
         finally:
             self.outbox.listeners.remove(self.wake)
+            await asyncio.gather(*companions, return_exceptions=True)
             await self._drain()
             if self.budgets is not None:
                 try:  # unspent budget goes back for the other processes

@@ -26,6 +26,7 @@ from .directory import (
     parse_policy,
     parse_tenant,
 )
+from .inbox import summaries
 from .mailstore import detail, summary
 from .seed import new_secret_value
 from .state import Sandbox
@@ -305,7 +306,23 @@ def _mail_routes(sandbox: Sandbox) -> list[tuple[str, list[str], Endpoint]]:
             return PlainTextResponse("no such captured message", status_code=404)
         return Response(found.raw, media_type="message/rfc822")
 
+    async def inbox_items(request: Request) -> Response:
+        if request.method == "DELETE":
+            sandbox.inbox.clear()
+            return Response(status_code=204)
+        return _json(summaries(sandbox, request.query_params.get("mailbox") or None))
+
+    async def inbox_settings(request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                sandbox.inbox.configure(await _body(request))
+            except (ValueError, TypeError) as exc:
+                raise AdminError(400, str(exc)) from exc
+        return _json(sandbox.inbox.to_dict())
+
     return [
+        ("/inbox", ["GET", "DELETE"], inbox_items),
+        ("/inbox/settings", ["GET", "PUT"], inbox_settings),
         ("/messages", ["GET", "DELETE"], messages),
         ("/messages/{message_id}", ["GET"], message),
         ("/messages/{message_id}/raw", ["GET"], raw),

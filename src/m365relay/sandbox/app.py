@@ -6,12 +6,23 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, consent, drafts, graph, identity, viewer
+from . import admin, consent, drafts, graph, identity, inbox_graph, viewer
 from .state import Sandbox
 
 # Graph path segments are case-insensitive (`/Users/x/SendMail` works) [obs]; routes use one spelling.
 _GRAPH_SEGMENTS = {
-    name.lower(): name for name in ("users", "me", "sendMail", "messages", "attachments", "createUploadSession", "send")
+    name.lower(): name
+    for name in (
+        "users",
+        "me",
+        "sendMail",
+        "messages",
+        "attachments",
+        "createUploadSession",
+        "send",
+        "mailFolders",
+        "delta",
+    )
 }
 
 
@@ -38,6 +49,7 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
     route_list: list[BaseRoute] = [
         send_mail,  # first: it is the hot path, and routes are tried in order
         *drafts.routes(sandbox),
+        *inbox_graph.routes(sandbox),
         *graph_rest,
         *admin.routes(sandbox),
         *viewer.routes(sandbox, templates),

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import graph_errors as ge
 from .graph_errors import GraphError
+from .inbox import after_send
 from .mailstore import CapturedMessage
 from .messages import Prepared, check_recipient_count, ci_get, new_message_id, prepare
 from .pipeline import ROLE_SEND, Call, authenticate, graph_call, ids, read_body, stamp
@@ -50,6 +51,7 @@ def deliver(call: Call, *, prepared: Prepared, save_to_sent_items: bool, source:
         attachments=tuple(a.summary() for a in prepared.attachments) if source != "mime" else None,
     )
     sandbox.mail.add(captured)
+    after_send(sandbox, captured)  # NDRs and auto-replies, filed into the sender's Inbox later
     return captured
 
 

@@ -28,6 +28,7 @@ from .state import Sandbox
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # each REST request is capped at 4 MB [obs]
 ROLE_SEND = "Mail.Send"
 ROLE_READWRITE = "Mail.ReadWrite"
+ROLE_READ = "Mail.Read"  # Mail.ReadWrite includes it [doc: permissions reference]
 _FAULT_CODES = {
     429: ("TooManyRequests", "Please retry again later."),
     503: ("ServiceUnavailable", "Service Unavailable"),
@@ -141,7 +142,7 @@ def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: str) ->
             "The token contains no permissions, or permissions can not be understood.",
             sandbox.base_url,
         )
-    if role not in roles:
+    if role not in roles and not (role == ROLE_READ and ROLE_READWRITE in roles):
         raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
     directory = sandbox.directory
     mailbox = directory.find_mailbox(user)

@@ -14,6 +14,7 @@ from .clock import Clock
 from .directory import CLOUDS, Directory
 from .drafts_store import DraftStore
 from .faults import FaultPlan
+from .inbox import Inbox
 from .limits import LimitTracker
 from .mailstore import MailStore
 from .pki import SandboxPki
@@ -73,6 +74,7 @@ class Sandbox:
         self.clock = Clock()
         self.directory = Directory.from_dict(self.seed)
         self.mail = MailStore()
+        self.inbox = Inbox.from_seed(self.seed)
         self.drafts = DraftStore()
         self.faults = FaultPlan()
         self.limits = LimitTracker(self.clock)
@@ -88,6 +90,7 @@ class Sandbox:
         """Back to the seed: directory, captured mail, drafts, faults, stats, clock and latency."""
         self.directory = Directory.from_dict(self.seed)
         self.mail.clear()
+        self.inbox = Inbox.from_seed(self.seed)
         self.drafts.clear()
         self.faults.clear()
         self.clock.offset_seconds = 0.0

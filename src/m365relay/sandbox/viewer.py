@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .inbox import summaries
 from .mailstore import detail, summary
 from .state import Sandbox
 
@@ -35,7 +36,24 @@ def routes(sandbox: Sandbox, templates: Environment) -> list[BaseRoute]:
             return HTMLResponse("<p>No such message.</p>", status_code=404)
         return HTMLResponse(templates.get_template("message.html").render(m=detail(found)))
 
+    async def inbox(request: Request) -> Response:
+        mailbox = request.query_params.get("mailbox") or None
+        names = [mailbox] if mailbox else sorted(sandbox.directory.mailboxes)
+        boxes = [(name, summaries(sandbox, name)) for name in names]
+        return HTMLResponse(templates.get_template("inbox.html").render(boxes=boxes, mailbox=mailbox))
+
+    async def inbox_item(request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        found = next((m for m in summaries(sandbox) if m["id"] == item_id), None)
+        if found is None:
+            return HTMLResponse("<p>No such message.</p>", status_code=404)
+        item = sandbox.inbox.get(found["mailbox"], item_id, sandbox.clock.now())
+        raw = item.raw.decode("utf-8", "replace") if item is not None else ""
+        return HTMLResponse(templates.get_template("inbox_item.html").render(m=found, raw=raw))
+
     return [
         Route("/", index, methods=["GET"]),
+        Route("/inbox", inbox, methods=["GET"]),
+        Route("/inbox/{item_id}", inbox_item, methods=["GET"]),
         Route("/messages/{message_id}", show, methods=["GET"]),
     ]
