@@ -199,7 +199,8 @@ class MessageInfo:
             id=int(data["id"]),
             status=str(data["status"]),
             attempts=int(data.get("attempts", 0)),
-            recipients=list(data.get("recipients", [])),
+            # The API lists recipients with their delivery state; the address is what callers compare.
+            recipients=[r["address"] if isinstance(r, dict) else r for r in data.get("recipients", [])],
             subject=data.get("subject"),
             last_error=data.get("last_error"),
             events=list(data.get("events", [])),

@@ -9,6 +9,7 @@ per connector. What counts as hard is a configurable list of RFC 3463 status cod
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -199,5 +200,25 @@ class Suppressions:
         with self.db.read() as session:
             return {r.address: Suppression.from_row(r) for r in session.scalars(query)}
 
-    def count(self) -> int:
-        return len(self.list())
+    def screen(
+        self, connector_id: int, recipients: builtins.list[str]
+    ) -> tuple[builtins.list[str], dict[str, Suppression]]:
+        """Split recipients at acceptance: (those to send to, the suppressed ones with their entries)."""
+        found = self.find(connector_id, recipients)
+        return [r for r in recipients if r.lower() not in found], found
+
+    def record_dropped(self, message_id: int, dropped: dict[str, Suppression]) -> None:
+        """Mark recipients dropped at acceptance as ``suppressed`` on the new message (with their events)."""
+        from .outbox.recipients import SUPPRESSED, set_state
+
+        now = datetime.now(UTC)
+        with self.db.write() as session:
+            for address, entry in dropped.items():
+                set_state(
+                    session, message_id, address, SUPPRESSED, status=entry.status, diagnostic=entry.refusal(), at=now
+                )
+
+
+def refusal_detail(dropped: dict[str, Suppression]) -> str:
+    """The 422 problem's detail when every recipient of a message is suppressed."""
+    return "Every recipient is suppressed after a hard bounce: " + "; ".join(e.refusal() for e in dropped.values())

@@ -225,6 +225,8 @@ class RelayHandler:
             return R.RECIPIENT_OK()  # a repeated RCPT names no new recipient
         if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
             return R.TOO_MANY_RECIPIENTS(limit=self.settings.smtp_max_recipients)
+        if (suppressed := await self._suppressed(client, address)) is not None:
+            return suppressed
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return R.RECIPIENT_OK()
@@ -343,6 +345,20 @@ class RelayHandler:
             return result.id
         finally:
             spool.close()
+
+    async def _suppressed(self, client: Client, address: str) -> str | None:
+        """550 5.1.1 for a recipient on the connector's suppression list (the rest of the message still goes)."""
+        try:
+            connector = await self._connector(client)
+            found = await asyncio.to_thread(self.runtime.suppressions.find, connector.id, [address])
+        except (NotFoundError, StoreError):
+            return None  # DATA reports a missing connector or database with its own reply
+        entry = found.get(address.lower())
+        if entry is None:
+            return None
+        self.runtime.metrics.suppressions.labels(connector.name, "refused").inc()
+        log.info("RCPT %s refused for %s: suppressed since %s", address, client.address, entry.bounced_at.date())
+        return R.RECIPIENT_SUPPRESSED(why=entry.refusal())
 
     async def _connector(self, client: Client) -> ConnectorConfig:
         user = client.user

@@ -69,6 +69,8 @@ AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 # -- envelope --------------------------------------------------------------------------------------
 SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
+# A hard-bounced address on the suppression list (docs/delivery.md); {why} is Suppression.refusal().
+RECIPIENT_SUPPRESSED = Reply(550, "5.1.1", "{why}")
 SENDER_NOT_FULL_ADDRESS = Reply(553, "5.1.7", "Sender must be a full address (local-part@domain)")
 RECIPIENT_NOT_FULL_ADDRESS = Reply(553, "5.1.3", "Recipient must be a full address (local-part@domain)")
 ADDRESS_NOT_UTF8 = Reply(553, "5.6.7", "The address is not valid UTF-8 (RFC 6531)")

@@ -43,6 +43,14 @@ class RecipientState:
         }
 
 
+def status_condition(status: str) -> Any:
+    """``bounced`` is not a message status but a recipient state: messages with at least one bounced recipient."""
+    if status == BOUNCED:
+        bounced = select(MessageRecipientRow.message_id).where(MessageRecipientRow.state == BOUNCED)
+        return MessageRow.id.in_(bounced)
+    return MessageRow.status == status
+
+
 def record_event(session: Session, message_id: int, kind: str, detail: str | None, at: datetime) -> None:
     """Append to the message's event log (the webhook engine hooks onto this). ``detail``: a JSON object string."""
     _event(session, message_id, at, kind, detail)
@@ -85,12 +93,22 @@ def set_state(
 
 
 def states(session: Session, message: MessageRow | Any) -> list[RecipientState]:
-    """Every recipient of ``message`` with its state (stored exceptions first applied)."""
-    stored = {
-        r.address: r
-        for r in session.scalars(select(MessageRecipientRow).where(MessageRecipientRow.message_id == message.id))
-    }
-    base = SENT if message.status == SENT else message.status
+    """Every recipient of ``message`` (a row or a MessageRecord) with its state."""
+    return states_of(session, [message])[message.id]
+
+
+def states_of(session: Session, messages: list[Any]) -> dict[int, list[RecipientState]]:
+    """The recipients' states of several messages in one query (lists of messages)."""
+    ids = [m.id for m in messages]
+    stored: dict[int, dict[str, MessageRecipientRow]] = {i: {} for i in ids}
+    if ids:
+        for row in session.scalars(select(MessageRecipientRow).where(MessageRecipientRow.message_id.in_(ids))):
+            stored[row.message_id][row.address] = row
+    return {m.id: _merge(m, stored[m.id]) for m in messages}
+
+
+def _merge(message: Any, stored: dict[str, MessageRecipientRow]) -> list[RecipientState]:
+    base = message.status
     out: list[RecipientState] = []
     for address in message.recipients:
         row = stored.pop(address.lower(), None)
@@ -98,6 +116,6 @@ def states(session: Session, message: MessageRow | Any) -> list[RecipientState]:
             out.append(RecipientState(address, base, None, None, message.sent_at if base == SENT else None))
         else:
             out.append(RecipientState(address, row.state, row.status, row.diagnostic, row.at))
-    # Suppressed recipients were dropped from the envelope at acceptance: they are only stored here.
+    # Suppressed recipients were dropped from the envelope at acceptance: they exist only here.
     out += [RecipientState(r.address, r.state, r.status, r.diagnostic, r.at) for r in stored.values()]
     return out

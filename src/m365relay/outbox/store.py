@@ -511,7 +511,9 @@ class Outbox:
         query = select(MessageRow).order_by(MessageRow.id.desc()).limit(limit)
         conditions = []
         if status:
-            conditions.append(MessageRow.status == status)
+            from .recipients import status_condition  # "bounced" is a recipient state, not a status
+
+            conditions.append(status_condition(status))
         if connector_id is not None:
             conditions.append(MessageRow.connector_id == connector_id)
         if recipient:

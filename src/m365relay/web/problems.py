@@ -56,6 +56,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("unsupported-media-type", 415, "Unsupported media type"),
         ProblemType("validation-error", 422, "The request is not valid"),
         ProblemType("invalid-message", 422, "The message cannot be sent as it is"),
+        ProblemType("recipient-suppressed", 422, "Every recipient is on the suppression list"),
         ProblemType("rate-limited", 429, "Too many requests for this API key"),
         ProblemType("internal-error", 500, "Internal error"),
         ProblemType("queue-full", 503, "The relay is not accepting mail right now"),

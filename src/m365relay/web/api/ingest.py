@@ -19,6 +19,7 @@ from ...access.api_keys import ApiKey
 from ...connectors import DEFAULT_NAME, ConnectorConfig
 from ...errors import ConflictError, NotFoundError, ValidationError
 from ...graph.mime import OutgoingMessage
+from ...suppression import Suppression, refusal_detail
 from ..problems import ProblemError
 from .context import ApiContext
 from .models import MessageAccepted
@@ -57,6 +58,22 @@ def choose_connector(context: ApiContext, key: ApiKey, name: str | None) -> Conn
     return connector
 
 
+def _screen(
+    runtime: Any, connector: ConnectorConfig, outgoing: OutgoingMessage, envelope: list[str] | None
+) -> tuple[list[str] | None, dict[str, Suppression]]:
+    """Drop suppressed recipients (docs/delivery.md); refuse the message when nobody is left."""
+    recipients = envelope if envelope is not None else outgoing.header_recipients()
+    kept, dropped = runtime.suppressions.screen(connector.id, recipients)
+    if not dropped:
+        return envelope, {}
+    for _ in dropped:
+        runtime.metrics.suppressions.labels(connector.name, "dropped").inc()
+    if not kept:
+        outgoing.body.close()
+        raise ProblemError("recipient-suppressed", refusal_detail(dropped), addresses=sorted(dropped))
+    return kept, dropped
+
+
 async def accept(
     request: Request, response: Response, context: ApiContext, key: ApiKey, submission: Submission
 ) -> MessageAccepted:
@@ -69,11 +86,12 @@ async def accept(
                 "queue-full", f"{pressure.reason}; retry later", headers={"Retry-After": str(pressure.retry_after)}
             )
         outgoing = submission.build(connector)
+        envelope, dropped = _screen(runtime, connector, outgoing, submission.envelope)
         try:
             result = runtime.outbox.enqueue(
                 connector.id,
                 outgoing,
-                envelope=submission.envelope,
+                envelope=envelope,
                 source="api",
                 source_detail=key.label,
                 idempotency_key=submission.idempotency_key,
@@ -84,6 +102,8 @@ async def accept(
             raise ProblemError("idempotency-conflict", exc.message, remedy=exc.remedy) from exc
         finally:
             outgoing.body.close()
+        if result.created and dropped:
+            runtime.suppressions.record_dropped(result.id, dropped)
         if result.created:
             runtime.metrics.messages_accepted.labels("api").inc()
             return result.id, True, "queued"

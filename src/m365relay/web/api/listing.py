@@ -18,6 +18,7 @@ from ...db.engine import Database
 from ...db.models import MessageRow
 from ...errors import ValidationError
 from ...outbox import MessageRecord
+from ...outbox.recipients import status_condition
 
 CURSOR_VERSION = 1
 
@@ -56,7 +57,7 @@ def decode_cursor(cursor: str) -> int:
 def list_messages(db: Database, filters: Filters, *, before_id: int | None, limit: int) -> Page:
     conditions = []
     if filters.status:
-        conditions.append(MessageRow.status == filters.status)
+        conditions.append(status_condition(filters.status))
     if filters.connector_id is not None:
         conditions.append(MessageRow.connector_id == filters.connector_id)
     if filters.recipient:

@@ -16,6 +16,7 @@ from ...connectors import ConnectorConfig
 from ...errors import ConflictError, NotFoundError, ValidationError
 from ...graph.mime import OutgoingMessage
 from ...outbox import MessageRecord
+from ...outbox.recipients import RecipientState, states_of
 from ..problems import ProblemError
 from .context import ApiContext, Context, require
 from .ingest import IDEMPOTENCY_PATTERN, Submission, accept, canonical_hash
@@ -35,7 +36,7 @@ IdempotencyKey = Annotated[
         "(`Idempotent-Replayed: true`); with another body, a 409.",
     ),
 ]
-Status = Literal["queued", "sending", "deferred", "sent", "failed", "cancelled"]
+Status = Literal["queued", "sending", "deferred", "sent", "failed", "cancelled", "bounced"]
 
 
 @router.post(
@@ -127,7 +128,9 @@ async def get_messages(
     request: Request,
     context: Context,
     key: Annotated[ApiKey, Depends(require("read"))],
-    status: Annotated[Status | None, Query(description="Only messages in this status.")] = None,
+    status: Annotated[
+        Status | None, Query(description="Only messages in this status; `bounced`: with a bounced recipient.")
+    ] = None,
     connector: Annotated[str | None, Query(max_length=64, description="Only this connector's messages.")] = None,
     recipient: Annotated[
         str | None, Query(max_length=320, description="Only messages to an address containing this.")
@@ -153,7 +156,9 @@ async def get_messages(
             connector_id = key.connector_id
         filters = Filters(status, connector_id, recipient, _utc(created_after), _utc(created_before))
         page = list_messages(context.runtime.db, filters, before_id=before_id, limit=limit)
-        return [view(context, r) for r in page.items], page.next_before_id
+        with context.runtime.db.read() as session:
+            all_states = states_of(session, list(page.items))
+        return [view(context, r, all_states[r.id]) for r in page.items], page.next_before_id
 
     items, next_before = await run_in_threadpool(run)
     next_cursor = encode_cursor(next_before) if next_before is not None else None
@@ -226,9 +231,13 @@ def _check_owner(key: ApiKey, record: MessageRecord) -> None:
     )
 
 
-def view(context: ApiContext, record: MessageRecord) -> MessageView:
+def view(context: ApiContext, record: MessageRecord, states: list[RecipientState] | None = None) -> MessageView:
     data = record.public_view()
     data["connector"] = context.connectors.names().get(record.connector_id)
+    if states is None:
+        with context.runtime.db.read() as session:
+            states = states_of(session, [record])[record.id]
+    data["recipients"] = [s.view() for s in states]
     return MessageView.model_validate(data)
 
 

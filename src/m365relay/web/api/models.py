@@ -136,13 +136,24 @@ class LastErrorView(BaseModel):
     remedy: str | None = Field(description="What to do about it, in an administrator's words.")
 
 
+class RecipientView(BaseModel):
+    address: str
+    state: str = Field(
+        description="queued, sending, deferred, sent, failed or cancelled (the message's status), "
+        "or bounced / delayed (a delivery report said so) or suppressed (dropped at acceptance)."
+    )
+    status: str | None = Field(description="RFC 3463 status of the report, e.g. 5.1.10.")
+    diagnostic: str | None
+    at: str | None = Field(description="When: the report's date, the send, or the suppression.")
+
+
 class MessageView(BaseModel):
     id: int
     connector_id: int
     connector: str | None
     status: Literal["queued", "sending", "deferred", "sent", "failed", "cancelled"]
     envelope_from: str | None
-    recipients: list[str]
+    recipients: list[RecipientView]
     subject: str | None
     from_: str | None = Field(alias="from")
     message_id: str | None
