@@ -22,6 +22,7 @@ def read_inbox(runtime: Runtime, connector: ConnectorConfig, *, owner: str | Non
         try:
             return await reader.read(connector)
         finally:
+            await reader.gate.aclose()
             await runtime.sender.aclose()
 
     return asyncio.run(go())
