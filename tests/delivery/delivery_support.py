@@ -34,13 +34,15 @@ def wait_for_states(
     client: httpx.Client,
     message_id: int,
     wanted: str,
+    *,
+    only: str | None = None,
     timeout: float = 60,
 ) -> list[dict[str, Any]]:
-    """Read the Inbox until every recipient of the message is in state ``wanted``; return the recipients."""
+    """Read the Inbox until every recipient of the message (or ``only`` that one) is in state ``wanted``."""
     deadline = time.monotonic() + timeout
     while True:
         recipients: list[dict[str, Any]] = client.get(f"/messages/{message_id}").json()["recipients"]
-        if all(r["state"] == wanted for r in recipients):
+        if all(r["state"] == wanted for r in recipients if only is None or r["address"] == only):
             return recipients
         assert time.monotonic() < deadline, recipients
         read_inbox(runtime, connector)

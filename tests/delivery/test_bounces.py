@@ -4,7 +4,10 @@ suppression at acceptance (API 422, SMTP 550 5.1.1 at RCPT) until `suppression r
 from __future__ import annotations
 
 import json
+import os
 import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +15,11 @@ import pytest
 from api_support import Api, api_settings, drain, serve_api
 from delivery_support import TENANT_DOMAIN, read_inbox, wait_for_states
 from smtp_support import FAST_PASSWORDS, PASSWORD, USER, ServerThread
+from sqlalchemy import select
 
 from m365relay.access.relay_users import RelayUserStore
 from m365relay.connectors import ConnectorConfig
+from m365relay.db.models import AuditRow
 from m365relay.ingress.smtp import SmtpServer
 from m365relay.runtime import Runtime
 from m365relay.settings import Settings
@@ -110,3 +115,37 @@ def test_without_mail_read_nothing_is_read(runtime: Runtime, connector: Connecto
     admin.client.put("/_sandbox/inbox/settings", json={"ndr_delay_seconds": 0}).raise_for_status()
     assert read_inbox(runtime, connector) == 0
     assert admin.stats()["calls"].get("inboxDelta", 0) == 0
+
+
+def cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "M365RELAY_HOME": str(runtime.settings.home), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "m365relay", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_cli_shows_recipients_and_manages_suppressions(api: Api, runtime: Runtime, connector: ConnectorConfig) -> None:
+    message = send(api, NOBODY, "fine@example.com")
+    drain(runtime)
+    wait_for_states(runtime, connector, api.client(), message, "bounced", only=NOBODY)
+    shown = cli(runtime, "queue", "show", str(message)).stdout
+    assert "bounced" in shown and "5.1.10" in shown and "fine@example.com" in shown
+    as_json = json.loads(cli(runtime, "queue", "show", str(message), "--json").stdout)
+    assert {r["address"]: r["state"] for r in as_json["recipients"]} == {NOBODY: "bounced", "fine@example.com": "sent"}
+    assert str(message) in cli(runtime, "queue", "ls", "--status", "bounced").stdout
+    assert NOBODY in cli(runtime, "suppression", "ls").stdout
+    cli(runtime, "suppression", "add", "Manual@Example.com", "--reason", "asked to stop")
+    assert "manual@example.com" in cli(runtime, "suppression", "ls").stdout
+    cli(runtime, "suppression", "rm", NOBODY)
+    listed = cli(runtime, "suppression", "ls").stdout
+    assert NOBODY not in listed and "manual@example.com" in listed
+    with runtime.db.read() as session:
+        actions = [(a.actor, a.action, a.target) for a in session.scalars(select(AuditRow).order_by(AuditRow.id))]
+    assert ("bounce-intake", "suppression.add", NOBODY) in actions
+    assert ("cli", "suppression.add", "manual@example.com") in actions and (
+        "cli",
+        "suppression.remove",
+        NOBODY,
+    ) in actions

@@ -20,6 +20,7 @@ from ..connectors import ConnectorConfig
 from ..errors import ValidationError
 from ..graph import OutgoingMessage
 from ..outbox import FINAL, STATUSES, MessageRecord
+from ..outbox.recipients import BOUNCED, SUPPRESSED, states_of
 from ..runtime import Runtime
 from .state import state
 
@@ -94,7 +95,9 @@ def _print_outcome(record: MessageRecord) -> None:
 @group.command("ls")
 def ls(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help=f"Only this status: {', '.join(STATUSES)}.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only this status: {', '.join(STATUSES)}, or bounced (a recipient bounced).")
+    ] = None,
     connector: Annotated[str | None, typer.Option(help="Only this connector.")] = None,
     recipient: Annotated[str | None, typer.Option(help="Only messages to addresses containing this text.")] = None,
     older_than: Annotated[str | None, typer.Option(help="Only messages older than this (e.g. 30m, 2h, 1d).")] = None,
@@ -105,8 +108,8 @@ def ls(
 ) -> None:
     """List messages, newest first."""
     runtime = state(ctx).runtime
-    if status and status not in STATUSES:
-        raise ValidationError("--status", f"must be one of {', '.join(STATUSES)}")
+    if status and status not in (*STATUSES, BOUNCED):
+        raise ValidationError("--status", f"must be one of {', '.join(STATUSES)} or {BOUNCED}")
     connector_id = runtime.connectors.get(connector).id if connector else None
     records = runtime.outbox.list(
         status=status, connector_id=connector_id, recipient=recipient, older_than=parse_age(older_than),
@@ -137,9 +140,12 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show one message: recipients, state, every event, and the last error with its remedy."""
-    record = state(ctx).runtime.outbox.get(message_id)
+    runtime = state(ctx).runtime
+    record = runtime.outbox.get(message_id)
+    with runtime.db.read() as session:
+        recipients = states_of(session, [record])[record.id]
     if as_json:
-        out.print_json(json.dumps(record.public_view()))
+        out.print_json(json.dumps({**record.public_view(), "recipients": [r.view() for r in recipients]}))
         return
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
@@ -154,6 +160,12 @@ def show(
     ):  # fmt: skip
         table.add_row(label, value)
     out.print(table)
+    states = Table("recipient", "state", "status", "when", "diagnostic", title="recipients")
+    for r in recipients:
+        colour = STATUS_COLOURS.get(r.state, "red" if r.state in (BOUNCED, SUPPRESSED) else "yellow")
+        when = r.at.isoformat(timespec="seconds") if r.at else ""
+        states.add_row(r.address, f"[{colour}]{r.state}[/]", r.status or "", when, r.diagnostic or "")
+    out.print(states)
     events = Table("when", "event", "detail", "request-id", title="events")
     for e in record.events:
         events.add_row(e.at.isoformat(timespec="seconds"), e.kind, e.detail or "", e.request_id or "")
