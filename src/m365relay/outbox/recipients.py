@@ -119,3 +119,38 @@ def _merge(message: Any, stored: dict[str, MessageRecipientRow]) -> list[Recipie
     # Suppressed recipients were dropped from the envelope at acceptance: they exist only here.
     out += [RecipientState(r.address, r.state, r.status, r.diagnostic, r.at) for r in stored.values()]
     return out
+
+
+@dataclass(frozen=True)
+class BounceRate:
+    recipients: int  # recipients of mail sent in the window
+    bounced: int  # of them, reported bounced
+
+    @property
+    def rate(self) -> float:
+        return self.bounced / self.recipients if self.recipients else 0.0
+
+
+WARN_RATE = 0.05  # Exchange Online may restrict a mailbox that sends too much undeliverable mail
+
+
+def bounce_rates(session: Session, since: datetime) -> dict[int, BounceRate]:
+    """Per connector: recipients of mail sent since ``since``, and how many of them bounced."""
+    from sqlalchemy import func
+
+    sent = dict(
+        session.execute(
+            select(MessageRow.connector_id, func.sum(MessageRow.recipient_count))
+            .where(MessageRow.status == SENT, MessageRow.sent_at >= since)
+            .group_by(MessageRow.connector_id)
+        ).all()
+    )
+    bounced = dict(
+        session.execute(
+            select(MessageRow.connector_id, func.count())
+            .join(MessageRecipientRow, MessageRecipientRow.message_id == MessageRow.id)
+            .where(MessageRecipientRow.state == BOUNCED, MessageRow.sent_at >= since)
+            .group_by(MessageRow.connector_id)
+        ).all()
+    )
+    return {cid: BounceRate(int(sent.get(cid) or 0), int(bounced.get(cid) or 0)) for cid in set(sent) | set(bounced)}

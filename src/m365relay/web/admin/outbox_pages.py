@@ -11,12 +11,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from ...errors import ConflictError, NotFoundError
-from ...outbox.records import PENDING, STATUSES
+from ...outbox.recipients import BOUNCED, RecipientState, states_of
+from ...outbox.records import PENDING
+from ...outbox.records import STATUSES as MESSAGE_STATUSES
 from .audit_log import record
 from .context import AdminContext, Ctx
 from .ui import notice
 
 PAGE_SIZE = 50
+STATUSES = (*MESSAGE_STATUSES, BOUNCED)  # bounced: messages with a bounced recipient
 MAX_HEADER_CHARS = 64 * 1024  # a header block is a few kB; a pathological one is cut, not streamed into the page
 AGES: dict[str, tuple[str, str, timedelta | None]] = {
     "": ("any age", "", None),
@@ -100,6 +103,11 @@ def outbox_list(request: Request, ctx: Ctx) -> Response:
     )
 
 
+def _recipient_states(runtime: Any, message: Any) -> list[RecipientState]:
+    with runtime.db.read() as session:
+        return states_of(session, [message])[message.id]
+
+
 def _message_id(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 19 else None
 
@@ -129,6 +137,7 @@ def message_detail(message_id: str, ctx: Ctx) -> Response:
         headers=headers[:MAX_HEADER_CHARS],
         headers_cut=len(headers) > MAX_HEADER_CHARS,
         connector=connector,
+        recipients=_recipient_states(runtime, message),
         can_retry=message.status not in ("sent", "sending"),
         can_cancel=message.status in PENDING,
     )

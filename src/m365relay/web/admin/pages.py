@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ...connectors.expiry import expiry_state
+from ...outbox.recipients import WARN_RATE, BounceRate, bounce_rates
 from .audit_log import KINDS, PAGE_SIZE, entries
 from .connector_view import credential_line
 from .context import Ctx
@@ -26,7 +30,21 @@ def overview(ctx: Ctx) -> Response:
         }
         for c in runtime.connectors.all()
     ]
-    return ctx.ui.render("overview.html", ctx, connectors=connectors, stats=runtime.outbox.stats())
+    return ctx.ui.render(
+        "overview.html", ctx, connectors=connectors, stats=runtime.outbox.stats(), bounces=_bounce_rates(ctx)
+    )
+
+
+def _bounce_rates(ctx: Ctx) -> dict[int, dict[str, Any]]:
+    """Per connector, the bounce rate over 24 hours and 7 days, and whether it passes 5 % (docs/delivery.md)."""
+    now = datetime.now(UTC)
+    with ctx.runtime.db.read() as session:
+        day, week = bounce_rates(session, now - timedelta(days=1)), bounce_rates(session, now - timedelta(days=7))
+    empty = BounceRate(0, 0)
+    return {
+        cid: {"day": day.get(cid, empty), "week": week.get(cid, empty), "warn": WARN_RATE}
+        for cid in set(day) | set(week)
+    }
 
 
 @router.get("/admin/audit", name="admin_audit")
