@@ -5,8 +5,8 @@
   finished, deferrals, ``m365relay_send_seconds``);
 * facts about the database, read at scrape time by ``DatabaseCollector`` so that every process of a
   scale-out reports the same truth: whether the database answered, messages by status, queue depth, age
-  of the oldest waiting message, seconds until each connector's credential expires, and whether each
-  connector is paused.
+  of the oldest waiting message, seconds until each connector's credential expires, whether each
+  connector is paused, and how many addresses each connector suppresses.
 
 The collector lives in its own registry per app, so building several apps over one runtime (tests) never
 registers a metric twice.
@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..connectors import ConnectorConfig
 from ..connectors.expiry import expiry_state
 from ..errors import StoreError
 from ..outbox import PENDING, SENDING, STATUSES
@@ -77,6 +78,19 @@ class DatabaseCollector(Collector):
             paused.add_metric([connector.name], 1.0 if connector.paused else 0.0)
         yield expiry
         yield paused
+        yield self._suppressed(connectors)
+
+    def _suppressed(self, connectors: list[ConnectorConfig]) -> GaugeMetricFamily:
+        """Active suppression entries per connector (docs/delivery.md), from the shared database."""
+        family = GaugeMetricFamily(
+            "m365relay_suppressed_addresses", "Addresses suppressed after a hard bounce.", labels=["connector"]
+        )
+        counts: dict[int, int] = {}
+        for entry in self.runtime.suppressions.list():
+            counts[entry.connector_id] = counts.get(entry.connector_id, 0) + 1
+        for connector in connectors:
+            family.add_metric([connector.name], counts.get(connector.id, 0))
+        return family
 
 
 def database_registry(runtime: Runtime) -> CollectorRegistry:
