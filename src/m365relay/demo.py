@@ -140,6 +140,20 @@ def configure_connector(runtime: Runtime, sandbox: SandboxServer) -> ConnectorCo
     return runtime.connectors.save(DEFAULT_NAME, change, actor="demo")
 
 
+def grant_mail_read(sandbox: SandboxServer) -> None:
+    """Consent Mail.Read for the demo app, so the relay reads bounces from the demo mailbox's Inbox.
+
+    Through the sandbox's admin API (as a test would), not its internals: the core never imports the sandbox's
+    state. Mail.Read is what a real tenant's admin grants for bounce intake (docs/delivery.md)."""
+    import httpx
+
+    client_id = sandbox.demo_info["client_id"]
+    with httpx.Client(base_url=sandbox.url, verify=str(sandbox.ca_file), timeout=30) as client:
+        client.patch(
+            f"/_sandbox/apps/{client_id}", json={"granted_roles": ["Mail.Send", "Mail.Read"]}
+        ).raise_for_status()
+
+
 def _is_local_sandbox(connector: ConnectorConfig) -> bool:
     host = urlsplit(connector.cloud.login_url).hostname or ""
     return connector.cloud.name == "custom" and host in ("127.0.0.1", "localhost", "::1")
@@ -260,6 +274,7 @@ async def run_demo(
         raise ValidationError("--sandbox-port", f"cannot start the sandbox: {exc.strerror or exc}") from exc
     runtime: Runtime | None = None
     try:
+        await asyncio.to_thread(grant_mail_read, sandbox)
         runtime = await asyncio.to_thread(Runtime, settings)
         await asyncio.to_thread(configure_connector, runtime, sandbox)
         relay_password, admin_password = await asyncio.to_thread(ensure_accounts, runtime, previous)

@@ -115,6 +115,17 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print("or with Python's standard library:")
     out.print(f"  {info.python}", markup=False)
     out.print()
+    domain = info.mailbox.rpartition("@")[2]
+    out.print("Try a bounce: send to [bold]nobody@" + domain + "[/] (no such mailbox) or [bold]x@bad.invalid[/];")
+    out.print("the sandbox files Exchange's non-delivery report into the mailbox's Inbox a couple of seconds later,")
+    out.print("the relay reads it (the demo app has Mail.Read) and the recipient turns bounced — see it with")
+    out.print(
+        f"  m365relay --home {home} queue ls --status bounced   and   m365relay --home {home} queue show ID",
+        markup=False,
+    )
+    out.print("The address is then suppressed: the next message to it is refused (550 5.1.1 / HTTP 422) until")
+    out.print(f"  m365relay --home {home} suppression rm ADDRESS", markup=False)
+    out.print()
     out.print(f"The same details as JSON, for scripts: {(home / DEMO_FILE).resolve()}", markup=False)
 
 
