@@ -66,6 +66,8 @@ class Relay:
         """
         config = self.runtime.connectors.get(connector)
         outgoing = self._outgoing(message, fields, config)
+        # Suppressed recipients are dropped; none left raises AllSuppressedError (docs/delivery.md).
+        envelope, dropped = self.runtime.suppressions.at_acceptance(config.id, envelope, outgoing.header_recipients())
         result = self.runtime.outbox.enqueue(
             config.id,
             outgoing,
@@ -76,6 +78,8 @@ class Relay:
             content_hash=content_hash,
             save_to_sent_items=save_to_sent_items,
         )
+        if result.created and dropped:
+            self.runtime.suppressions.record_dropped(result.id, dropped)
         if result.created:
             self.runtime.metrics.messages_accepted.labels(source).inc()
         return result.id

@@ -207,6 +207,19 @@ class Suppressions:
         found = self.find(connector_id, recipients)
         return [r for r in recipients if r.lower() not in found], found
 
+    def at_acceptance(
+        self, connector_id: int, envelope: builtins.list[str] | None, header_recipients: builtins.list[str]
+    ) -> tuple[builtins.list[str] | None, dict[str, Suppression]]:
+        """The envelope to enqueue with (None: unchanged) and the dropped recipients; raises
+        ``AllSuppressedError`` when nobody is left. Every ingress but SMTP (which refuses at RCPT) calls this."""
+        recipients = envelope if envelope is not None else header_recipients
+        kept, dropped = self.screen(connector_id, recipients)
+        if not dropped:
+            return envelope, {}
+        if not kept:
+            raise AllSuppressedError(dropped)
+        return kept, dropped
+
     def record_dropped(self, message_id: int, dropped: dict[str, Suppression]) -> None:
         """Mark recipients dropped at acceptance as ``suppressed`` on the new message (with their events)."""
         from .outbox.recipients import SUPPRESSED, set_state
@@ -222,3 +235,16 @@ class Suppressions:
 def refusal_detail(dropped: dict[str, Suppression]) -> str:
     """The 422 problem's detail when every recipient of a message is suppressed."""
     return "Every recipient is suppressed after a hard bounce: " + "; ".join(e.refusal() for e in dropped.values())
+
+
+class AllSuppressedError(ValidationError):
+    """Every recipient of a new message is on the connector's suppression list: nothing would be sent."""
+
+    def __init__(self, dropped: dict[str, Suppression]) -> None:
+        super().__init__(
+            "recipients",
+            refusal_detail(dropped),
+            key="to",
+            remedy="Check the addresses; `m365relay suppression rm ADDRESS` allows one again.",
+        )
+        self.dropped = dropped

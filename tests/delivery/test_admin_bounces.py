@@ -90,3 +90,21 @@ def test_message_page_filter_overview_and_suppressions(
         actions = {(a.actor, a.action, a.target) for a in session.scalars(select(AuditRow))}
     assert any(a[1:] == ("suppression.remove", NOBODY) and a[0].startswith("web:") for a in actions)
     assert any(a[1:] == ("suppression.add", "stop@example.com") and a[0].startswith("web:") for a in actions)
+
+
+def test_the_library_drops_suppressed_recipients_and_refuses_when_none_is_left(
+    runtime: Runtime, connector: ConnectorConfig
+) -> None:
+    from m365relay import Relay
+    from m365relay.suppression import AllSuppressedError
+
+    bounced_message(runtime, connector)
+    relay = Relay(runtime=runtime)
+    with pytest.raises(AllSuppressedError) as refused:
+        relay.enqueue(to=[NOBODY.upper()], subject="Again", text="hi")
+    assert "is suppressed after a hard bounce on" in refused.value.message and "(5.1.10)" in refused.value.message
+    message_id = relay.enqueue(to=[NOBODY, "ok@example.com"], subject="Mixed", text="hi")
+    record = runtime.outbox.get(message_id)
+    assert record.recipients == ("ok@example.com",)
+    suppressed = [e for e in record.events if e.kind == "suppressed"]
+    assert len(suppressed) == 1 and NOBODY in (suppressed[0].detail or "")

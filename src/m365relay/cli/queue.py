@@ -38,9 +38,18 @@ def enqueue_and_report(
     idempotency_key: str | None,
     wait: bool,
 ) -> None:
+    envelope, dropped = runtime.suppressions.at_acceptance(config.id, None, outgoing.header_recipients())
     result = runtime.outbox.enqueue(
-        config.id, outgoing, source="cli", idempotency_key=idempotency_key, save_to_sent_items=save_to_sent_items
+        config.id,
+        outgoing,
+        envelope=envelope,
+        source="cli",
+        idempotency_key=idempotency_key,
+        save_to_sent_items=save_to_sent_items,
     )
+    if result.created and dropped:
+        runtime.suppressions.record_dropped(result.id, dropped)
+        out.print(f"[yellow]suppressed after a hard bounce, not sent to:[/] {', '.join(sorted(dropped))}")
     verb = "queued" if result.created else "already queued (same idempotency key)"
     out.print(f"[green]{verb}[/] message {result.id} for connector {config.name}")
     if not wait:

@@ -19,7 +19,7 @@ from ...access.api_keys import ApiKey
 from ...connectors import DEFAULT_NAME, ConnectorConfig
 from ...errors import ConflictError, NotFoundError, ValidationError
 from ...graph.mime import OutgoingMessage
-from ...suppression import Suppression, refusal_detail
+from ...suppression import AllSuppressedError, Suppression, refusal_detail
 from ..problems import ProblemError
 from .context import ApiContext
 from .models import MessageAccepted
@@ -62,15 +62,14 @@ def _screen(
     runtime: Any, connector: ConnectorConfig, outgoing: OutgoingMessage, envelope: list[str] | None
 ) -> tuple[list[str] | None, dict[str, Suppression]]:
     """Drop suppressed recipients (docs/delivery.md); refuse the message when nobody is left."""
-    recipients = envelope if envelope is not None else outgoing.header_recipients()
-    kept, dropped = runtime.suppressions.screen(connector.id, recipients)
-    if not dropped:
-        return envelope, {}
-    for _ in dropped:
-        runtime.metrics.suppressions.labels(connector.name, "dropped").inc()
-    if not kept:
+    try:
+        kept, dropped = runtime.suppressions.at_acceptance(connector.id, envelope, outgoing.header_recipients())
+    except AllSuppressedError as exc:
         outgoing.body.close()
-        raise ProblemError("recipient-suppressed", refusal_detail(dropped), addresses=sorted(dropped))
+        runtime.metrics.suppressions.labels(connector.name, "refused").inc(len(exc.dropped))
+        raise ProblemError("recipient-suppressed", refusal_detail(exc.dropped), addresses=sorted(exc.dropped)) from exc
+    if dropped:
+        runtime.metrics.suppressions.labels(connector.name, "dropped").inc(len(dropped))
     return kept, dropped
 
 
