@@ -149,3 +149,17 @@ def test_cli_shows_recipients_and_manages_suppressions(api: Api, runtime: Runtim
         "suppression.remove",
         NOBODY,
     ) in actions
+
+
+def test_reports_older_than_the_outbox_are_not_downloaded(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin
+) -> None:
+    from sandbox_support import mime, send_mime, token
+
+    admin.grant("Mail.Send", "Mail.Read")
+    admin.client.put("/_sandbox/inbox/settings", json={"ndr_delay_seconds": 0}).raise_for_status()
+    access = token(admin.client, admin.server)
+    send_mime(admin.client, connector.user_name, access, mime(connector.user_name, to=INVALID)).raise_for_status()
+    assert read_inbox(runtime, connector) == 0  # the outbox is empty: nothing can match
+    stats = admin.stats()["calls"]
+    assert stats.get("inboxDelta", 0) >= 1 and stats.get("messageValue", 0) == 0
