@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
+from ..addresses import parse_mailbox
 from ..connectors.store import DEFAULT_NAME
 from ..errors import M365RelayError, ValidationError
 
@@ -165,7 +165,7 @@ def envelope_recipients(message: Any) -> list[str]:
     from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
 
     encoding = message.encoding or _django_setting("DEFAULT_CHARSET", "utf-8")
-    return [parseaddr(sanitize_address(address, encoding))[1] for address in message.recipients()]
+    return [parse_mailbox(sanitize_address(address, encoding)).addr_spec for address in message.recipients()]
 
 
 def _django_setting(name: str, default: Any = None) -> Any:

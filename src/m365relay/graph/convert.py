@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import mimetypes
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any, BinaryIO
 
+from ..addresses import Mailbox
 from .mime import OutgoingMessage, header_addresses
 from .mimewalk import Part, read_decoded, walk_body
 
@@ -164,7 +164,7 @@ def _recipients(headers: EmailMessage, name: str) -> list[dict[str, Any]]:
     return [_recipient(a) for a in header_addresses(headers, name)]
 
 
-def _recipient(address: Address) -> dict[str, Any]:
+def _recipient(address: Mailbox) -> dict[str, Any]:
     entry: dict[str, str] = {"address": address.addr_spec}
     if address.display_name:
         entry["name"] = address.display_name

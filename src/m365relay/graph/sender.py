@@ -160,8 +160,8 @@ class GraphSender:
             removed = align_recipients(outgoing, envelope)
             if removed:
                 notes.append(f"not in the envelope, removed from the headers: {', '.join(removed)}")
-        if outgoing.first_address("From") is None:
-            outgoing.headers["From"] = connector.user_name
+        if not outgoing.values("From"):
+            outgoing.set_value("From", connector.user_name)  # as Graph would: the mailbox sends
         call = _Call(connector, await self._token(connector))
         method = self._choose(outgoing.size, call.token, save_to_sent_items)
         body: bytes | None = None
