@@ -28,7 +28,7 @@ SPECIFIC_SMTP = (
     "5.6.0 Bare CR or LF",
     "5.6.0 Header field",
     "5.6.0 Malformed header block",
-    "5.6.0 The From header field holds no valid address",
+    "5.6.0 The From header field",
     "5.6.0 Header field From:",
 )
 HTTP_SHARE = 5  # every 5th message also goes through POST /messages/raw

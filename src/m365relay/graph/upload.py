@@ -16,18 +16,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
 
 from ..errors import DeliveryError, MalformedMessageError, MessageTooLargeError
+from .calls import Call, Requester
 from .convert import Attachment, attachment_json, convert
 from .mime import OutgoingMessage
 from .mimewalk import decoded_chunks, decoded_size
-
-if TYPE_CHECKING:
-    from .sender import GraphSender, _Call
 
 INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: attach files under 3 MB in one request
 # Chunks must be under 4 MB; a multiple of 320 KiB keeps to the rule Graph's upload sessions share.
@@ -36,9 +33,7 @@ JSON = {"Content-Type": "application/json"}
 MAX_DRAFT_REQUEST = 4 * 1024 * 1024 - 64 * 1024  # Graph's 4 MB per request, less room for the request's own headers
 
 
-async def send_via_upload(
-    sender: GraphSender, call: _Call, outgoing: OutgoingMessage, notes: list[str]
-) -> httpx.Response:
+async def send_via_upload(sender: Requester, call: Call, outgoing: OutgoingMessage, notes: list[str]) -> httpx.Response:
     """Create the draft from the message's own MIME without its largest attachments (so Message-ID, Date,
     threading, From, Reply-To and every other header field survive; a JSON draft would lose them), then add
     those attachments through upload sessions and send (PROTOCOL.md §5; learn.microsoft.com/graph/api/
@@ -99,9 +94,7 @@ def _without(outgoing: OutgoingMessage, removed: list[Attachment]) -> bytes:
     return b"".join(out)
 
 
-async def _attach(
-    sender: GraphSender, call: _Call, outgoing: OutgoingMessage, base: str, attachment: Attachment
-) -> None:
+async def _attach(sender: Requester, call: Call, outgoing: OutgoingMessage, base: str, attachment: Attachment) -> None:
     size = decoded_size(outgoing.body, attachment.part)
     if size < INLINE_ATTACHMENT_LIMIT:
         payload = json.dumps(attachment_json(outgoing.body, attachment)).encode()
@@ -144,7 +137,7 @@ async def _attach(
         offset = end + 1
 
 
-async def _discard(sender: GraphSender, call: _Call, base: str) -> None:
+async def _discard(sender: Requester, call: Call, base: str) -> None:
     # If this fails the draft stays in Drafts: harmless, and the original error matters more.
     with contextlib.suppress(DeliveryError):
         await sender.request(call, "DELETE", base)

@@ -105,7 +105,7 @@ def smtp_reply(problem: Problem) -> str:
     if problem.kind == "from-missing":
         return R.FROM_MISSING()
     if problem.kind in ("from-unreadable", "from-several"):
-        return R.FROM_UNREADABLE(detail=": " + problem.text)
+        return R.FROM_UNREADABLE(detail=problem.text.removeprefix("the From header field "))
     return R.HEADER_ENTRY_INVALID(reason=problem.text[:1].upper() + problem.text[1:])
 
 

@@ -96,5 +96,5 @@ HEADER_NOT_UTF8 = Reply(554, "5.6.0", "Header field {name} is neither ASCII nor 
 HEADER_REPEATED = Reply(554, "5.6.0", "Header field {name} appears {count} times; RFC 5322 §3.6 allows one")
 MESSAGE_REFUSED = Reply(554, "5.6.0", "{reason}")
 FROM_MISSING = Reply(554, "5.6.0", "The message has no From header field (RFC 5322 §3.6)")
-FROM_UNREADABLE = Reply(554, "5.6.0", "The From header field holds no valid address{detail}")
+FROM_UNREADABLE = Reply(554, "5.6.0", "The From header field {detail}")  # detail: what and why, e.g. "holds …"
 FROM_NOT_ALLOWED = Reply(550, "5.7.1", "From {address} is not allowed for {who}; it may send as {allowed}")
