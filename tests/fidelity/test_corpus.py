@@ -32,7 +32,7 @@ SPECIFIC_SMTP = (
     "5.6.0 Header field From:",
 )
 HTTP_SHARE = 5  # every 5th message also goes through POST /messages/raw
-CLI_SHARE = 45  # every 45th through `m365relay send --eml`
+CLI_SHARE = 90  # every 90th through `m365relay send --eml`
 
 
 def smtp_ready(data: bytes) -> bytes:

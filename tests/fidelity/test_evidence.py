@@ -218,8 +218,9 @@ def _raw(api: Api, data: bytes) -> httpx.Response:
         (b"From: Undisclosed\r\nSubject: x\r\n", b"holds no valid address"),
         (b"From: app@example.com\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nDate: Tue, 2 Jan 2024 00:00:00 +0000\r\n",
          b"Date appears 2 times"),
+        (b"From: app@example.com\r\nSubject: x\r\n\r\n" + b"y" * 1200, b"longer than 998 characters"),
     ],
-    ids=["latin-1-header", "from-without-address", "duplicate-date"],
+    ids=["latin-1-header", "from-without-address", "duplicate-date", "long-body-line"],
 )  # fmt: skip
 def test_http_raw_refuses_with_422_what_smtp_refuses(relay: Relay, api: Api, head: bytes, says: bytes) -> None:
     answer = _raw(api, head + b"\r\nbody\r\n")

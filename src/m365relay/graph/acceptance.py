@@ -162,10 +162,29 @@ def accept_ready(message: OutgoingMessage, rules: SenderRules) -> OutgoingMessag
     the same From policy as SMTP; refused as a ``ValidationError`` (HTTP 422)."""
     try:
         check_header_fields(message)
+        check_body_lines(message)
         apply_from_policy(message, rules)
     except MessageProblem as exc:
         raise ValidationError("message", exc.problem.text, key="message") from None
     return message
+
+
+def check_body_lines(message: OutgoingMessage) -> None:
+    """No body line over 998 characters (RFC 5322 §2.1.1), as SMTP refuses while reading DATA: streamed,
+    one line at a time, so a large body costs no memory."""
+    stream = message.body
+    stream.seek(message.body_offset)
+    number = 0
+    while line := stream.readline(MAX_LINE + 3):
+        number += 1
+        if len(line.rstrip(b"\r\n")) > MAX_LINE:
+            raise MessageProblem(
+                Problem(
+                    "line-too-long",
+                    f"body line {number} is longer than 998 characters (RFC 5322 §2.1.1); use quoted-printable "
+                    "or base64",
+                )
+            )
 
 
 def _check_field(number: int, item: Field) -> None:
