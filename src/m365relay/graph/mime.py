@@ -35,6 +35,7 @@ from ..errors import InvalidRecipientsError, MalformedMessageError
 
 MAX_HEADER_BYTES = 1024 * 1024  # a header block this large is not mail
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+_UTF8_READ = policy.SMTPUTF8.clone(max_line_length=None)  # folds to one line; non-ASCII addresses stay as they are
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 §3.6.8 ftext (obs-FWS before ':')
 
@@ -228,8 +229,14 @@ class OutgoingMessage:
 
 
 def header_addresses(headers: EmailMessage, name: str) -> list[Mailbox]:
-    """The mailboxes of a parsed header block's address field, by the one strict parser."""
-    return [e.mailbox for v in headers.get_all(name) or [] for e in parse_list(str(v)) if e.mailbox is not None]
+    """The mailboxes of a composed message's address field, by the one strict parser (read from the folded,
+    still encoded form: the header objects' ``str`` is decoded, and a decoded comma would split a name)."""
+    found: list[Mailbox] = []
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            raw = _UTF8_READ.fold(key, value).partition(":")[2]
+            found += [e.mailbox for e in parse_list(raw) if e.mailbox is not None]
+    return found
 
 
 def align_recipients(message: OutgoingMessage, envelope: list[str]) -> list[str]:
