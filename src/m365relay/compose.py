@@ -6,8 +6,9 @@ import mimetypes
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, make_msgid
 
+from .addresses import AddressError, parse_mailbox
 from .errors import ValidationError
 
 RESERVED_HEADERS = {
@@ -111,17 +112,18 @@ def _set_body(msg: EmailMessage, spec: MessageSpec) -> None:
 
 
 def _address_header(key: str, values: list[str]) -> list[Address]:
+    """Each value is exactly one mailbox, read by the relay's one address parser (``addresses``): a value
+    holding two addresses (``"a@x.com, b@y.com"``) is refused, naming the entry, instead of losing one."""
     out = []
-    for value in values:
+    for index, value in enumerate(values):
+        where = f"{key}[{index}]" if key != "from" else key
         if any(c in value for c in "\r\n"):
-            raise ValidationError(key, f"{value!r} contains a line break", key=key)
-        name, addr = parseaddr(value)
-        if "@" not in addr or addr.count("@") != 1 or " " in addr:
-            raise ValidationError(key, f"{value!r} is not an e-mail address", key=key)
-        local, _, domain = addr.rpartition("@")
-        if not local or "." not in domain:
-            raise ValidationError(key, f"{value!r} is not an e-mail address", key=key)
-        out.append(Address(display_name=name, username=local, domain=domain))
+            raise ValidationError(where, f"{value!r} contains a line break", key=where)
+        try:
+            mailbox = parse_mailbox(value)
+        except AddressError as exc:
+            raise ValidationError(where, str(exc), key=where) from None
+        out.append(Address(display_name=mailbox.display_name, username=mailbox.local, domain=mailbox.domain))
     return out
 
 

@@ -24,6 +24,7 @@ from .compose import AttachmentSpec, MessageSpec, compose
 from .connectors import DEFAULT_NAME, ConnectorConfig
 from .errors import ValidationError
 from .graph import OutgoingMessage, SendResult
+from .graph.acceptance import accept_ready, ready_rules
 from .outbox import MessageRecord
 from .runtime import Runtime
 from .settings import Settings, load_settings
@@ -122,10 +123,11 @@ class Relay:
     ) -> OutgoingMessage:
         if message is not None and fields:
             raise ValidationError("message", "pass a message or fields, not both")
+        rules = ready_rules(config.user_name, self.runtime.settings.smtp_from_policy, "the library")
         if isinstance(message, bytes):
-            return OutgoingMessage.from_bytes(message)
+            return accept_ready(OutgoingMessage.from_bytes(message), rules)
         if isinstance(message, EmailMessage):
-            return OutgoingMessage.from_message(message)
+            return accept_ready(OutgoingMessage.from_message(message), rules)
         spec = message if isinstance(message, MessageSpec) else _spec(fields)
         return OutgoingMessage.from_message(compose(spec, default_from=config.user_name))
 

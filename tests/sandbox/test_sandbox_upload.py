@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import os
 from typing import Any
 
@@ -168,3 +170,43 @@ def test_draft_send_checks_mailbox_size(sandbox_api: httpx.Client, mailbox: str,
     assert graph_error(response)["code"] == "ErrorMessageSizeExceeded"
     unknown = sandbox_api.post(f"/v1.0/users/{mailbox}/messages/AAMkADnope/send", headers=bearer(rw_token))
     assert unknown.status_code == 404
+
+
+def test_a_draft_created_from_mime_keeps_its_header_fields_and_gets_its_uploads(
+    sandbox_api: httpx.Client, mailbox: str, rw_token: str
+) -> None:
+    """POST messages with Content-Type text/plain and base64 MIME creates a draft (user-post-messages);
+    sent with an uploaded attachment, the message keeps its own Message-ID, Date, threading and X- fields."""
+    head = (
+        f"From: Reports <{mailbox}>\r\nTo: alice@example.com\r\nSubject: from MIME\r\n"
+        "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <mime-draft@example.com>\r\n"
+        "In-Reply-To: <earlier@example.com>\r\nX-Ticket: 4711\r\n"
+    ).encode()
+    mime = head + b"Content-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n"
+    bad = sandbox_api.post(
+        f"/v1.0/users/{mailbox}/messages", content=b"not base64!",
+        headers={**bearer(rw_token), "Content-Type": "text/plain"},
+    )  # fmt: skip
+    assert bad.status_code == 400 and graph_error(bad)["code"] == "ErrorMimeContentInvalidBase64String"
+    created = sandbox_api.post(
+        f"/v1.0/users/{mailbox}/messages", content=base64.b64encode(mime),
+        headers={**bearer(rw_token), "Content-Type": "text/plain"},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    draft = created.json()
+    assert draft["isDraft"] is True and draft["subject"] == "from MIME"
+    data = os.urandom(CHUNK + 1000)
+    session = start_session(sandbox_api, mailbox, rw_token, draft["id"], len(data))
+    url = session.json()["uploadUrl"]
+    assert put_chunk(sandbox_api, url, data[:CHUNK], 0, len(data)).status_code == 200
+    assert put_chunk(sandbox_api, url, data[CHUNK:], CHUNK, len(data)).status_code == 201
+    sent = sandbox_api.post(f"/v1.0/users/{mailbox}/messages/{draft['id']}/send", headers=bearer(rw_token))
+    assert sent.status_code == 202, sent.text
+    [captured] = sandbox_api.get("/_sandbox/messages").json()
+    raw = sandbox_api.get(f"/_sandbox/messages/{captured['id']}/raw").content
+    for line in head.split(b"\r\n")[:-1]:
+        assert line + b"\r\n" in raw, line
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    files = {p.get_filename(): p.get_payload(decode=True) for p in parsed.walk() if p.get_filename()}
+    assert files == {"report.bin": data}
+    assert "See attached." in str(parsed.get_body(("plain",)).get_content())  # type: ignore[union-attr]

@@ -14,6 +14,7 @@ from ..compose import AttachmentSpec, MessageSpec, compose
 from ..connectors import DEFAULT_NAME, ConnectorConfig
 from ..errors import ValidationError
 from ..graph import OutgoingMessage, SendResult
+from ..graph.acceptance import accept_ready, ready_rules
 from ..runtime import Runtime
 from .state import state
 
@@ -81,7 +82,8 @@ def send(
     if eml is not None:
         if any([to, cc, bcc, subject, text, html, attach, sender, reply_to, header, importance]):
             raise ValidationError("--eml", "a ready message file cannot be combined with fields like --to or --subject")
-        outgoing = OutgoingMessage.from_bytes(eml.read_bytes())
+        rules = ready_rules(config.user_name, runtime.settings.smtp_from_policy, "m365relay send --eml")
+        outgoing = accept_ready(OutgoingMessage.from_bytes(eml.read_bytes()), rules)
     else:
         spec = MessageSpec(
             to=to or [],

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
+from ..addresses import AddressError, parse_mailbox, routable
 from ..connectors.store import DEFAULT_NAME
 from ..errors import M365RelayError, ValidationError
 
@@ -165,7 +165,17 @@ def envelope_recipients(message: Any) -> list[str]:
     from django.core.mail.message import sanitize_address  # type: ignore[import-untyped]
 
     encoding = message.encoding or _django_setting("DEFAULT_CHARSET", "utf-8")
-    return [parseaddr(sanitize_address(address, encoding))[1] for address in message.recipients()]
+    out = []
+    for index, address in enumerate(message.recipients()):
+        # The relay's one parser (m365relay.addresses), with the one delivery rule of every path.
+        try:
+            mailbox = parse_mailbox(sanitize_address(address, encoding))
+        except (AddressError, ValueError) as exc:
+            raise ValidationError(f"recipients[{index}]", str(exc), key="recipients") from None
+        if (problem := routable(mailbox)) is not None:
+            raise ValidationError(f"recipients[{index}]", problem, key="recipients")
+        out.append(mailbox.addr_spec)
+    return out
 
 
 def _django_setting(name: str, default: Any = None) -> Any:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import mimetypes
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any, BinaryIO
 
-from .mime import OutgoingMessage, header_addresses
+from ..addresses import Mailbox
+from .mime import OutgoingMessage
 from .mimewalk import Part, read_decoded, walk_body
 
 STANDARD_HEADERS = {
@@ -66,12 +66,12 @@ def convert(outgoing: OutgoingMessage, mailbox: str) -> Converted:
     message: dict[str, Any] = {
         "subject": str(headers.get("Subject", "") or ""),
         "body": _body(outgoing.body, body_part),
-        "toRecipients": _recipients(headers, "To"),
-        "ccRecipients": _recipients(headers, "Cc"),
-        "bccRecipients": _recipients(headers, "Bcc"),
-        "replyTo": _recipients(headers, "Reply-To"),
+        "toRecipients": _recipients(outgoing, "To"),
+        "ccRecipients": _recipients(outgoing, "Cc"),
+        "bccRecipients": _recipients(outgoing, "Bcc"),
+        "replyTo": _recipients(outgoing, "Reply-To"),
     }
-    sender = header_addresses(headers, "From")
+    sender = outgoing.mailboxes("From")  # raw values: the parsed view decodes RFC 2047 words before splitting
     if sender and sender[0].addr_spec.lower() != mailbox.lower():
         message["from"] = _recipient(sender[0])
     importance = _importance(headers)
@@ -160,11 +160,11 @@ def _body(stream: BinaryIO, part: Part | None) -> dict[str, str]:
     return {"contentType": "HTML" if part.content_type == "text/html" else "Text", "content": text}
 
 
-def _recipients(headers: EmailMessage, name: str) -> list[dict[str, Any]]:
-    return [_recipient(a) for a in header_addresses(headers, name)]
+def _recipients(outgoing: OutgoingMessage, name: str) -> list[dict[str, Any]]:
+    return [_recipient(a) for a in outgoing.mailboxes(name)]
 
 
-def _recipient(address: Address) -> dict[str, Any]:
+def _recipient(address: Mailbox) -> dict[str, Any]:
     entry: dict[str, str] = {"address": address.addr_spec}
     if address.display_name:
         entry["name"] = address.display_name

@@ -1,8 +1,14 @@
-"""An outgoing message as a small, editable header block plus a body that stays in a seekable stream.
+"""An outgoing message as a small header block plus a body that stays in a seekable stream.
 
 Large messages (35 MB and more) are never parsed or copied whole: the relay edits only the header block
 (recipients, From, Message-ID) and streams the body from wherever it lies — bytes in memory, a spooled
 temporary file, the outbox.
+
+Byte-faithful: the header block is kept as the fields it arrived as (``Field.raw``: every physical line,
+folding and encoding as the client wrote them; only LF line ends become CRLF, RFC 5322 §2.2). An edit
+replaces the one field it changes with a value built from structured parts (``addresses``); every other
+field goes out byte for byte. The ``headers`` property is a parsed view for reading, never written back —
+re-serialising through the email package re-folds and re-encodes lines, which breaks DKIM signatures.
 
 Envelope = delivery. Graph has no SMTP envelope: a MIME send goes to the addresses in To/Cc/Bcc (and
 Exchange strips Bcc on delivery), so the relay rewrites those headers until the set Graph will deliver
@@ -16,31 +22,70 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.header import decode_header, make_header
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser, HeaderParser
-from email.utils import formatdate, getaddresses
+from email.parser import HeaderParser
+from email.utils import formatdate
 from typing import BinaryIO
 
+from ..addresses import Entry, Mailbox, fold, format_list, parse_list, routable
 from ..errors import InvalidRecipientsError, MalformedMessageError
 
 MAX_HEADER_BYTES = 1024 * 1024  # a header block this large is not mail
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+_UTF8_READ = policy.SMTPUTF8.clone(max_line_length=None)  # folds to one line; non-ASCII addresses stay as they are
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 §3.6.8 ftext (obs-FWS before ':')
+
+
+@dataclass(frozen=True)
+class Field:
+    """One header field exactly as it arrived: ``raw`` is ``Name: value`` with its continuation lines,
+    every line ending in CRLF."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def value_bytes(self) -> bytes:
+        return self.raw.split(b":", 1)[1] if b":" in self.raw else b""
+
+    @property
+    def value(self) -> str:
+        """The unfolded value (RFC 5322 §2.2.3), leading white space removed; 8-bit read as UTF-8."""
+        text = self.value_bytes.decode("utf-8", "surrogateescape")
+        return re.sub(r"\r?\n(?=[ \t])", "", text).rstrip("\r\n").lstrip(" \t")
+
+
+def split_fields(block: bytes) -> list[Field]:
+    """The fields of a header block (CRLF or LF line ends). A line that is neither a field nor a
+    continuation is kept as a field with an empty name, so the checks can name it."""
+    fields: list[Field] = []
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for physical in lines:
+        line = physical.rstrip(b"\r") + b"\r\n"
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] = Field(fields[-1].name, fields[-1].raw + line)
+            continue
+        found = _FIELD_NAME.match(line)
+        fields.append(Field(found.group(1).decode("ascii") if found else "", line))
+    return fields
 
 
 @dataclass
 class OutgoingMessage:
-    """``headers`` may be edited; ``body`` is read from ``body_offset`` to the end of the stream."""
+    """``fields`` is the header block (edit it through the methods); ``body`` is read from ``body_offset``
+    to the end of the stream."""
 
-    headers: EmailMessage
+    fields: list[Field]
     body: BinaryIO
     body_offset: int
     body_size: int
-    utf8: bool = False
+    _parsed: EmailMessage | None = field(default=None, repr=False)
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -50,6 +95,7 @@ class OutgoingMessage:
 
     @classmethod
     def from_message(cls, message: EmailMessage) -> OutgoingMessage:
+        """A message the relay composed itself (API JSON, library, CLI): serialised once, then kept as is."""
         return cls.from_bytes(message.as_bytes(policy=policy.SMTPUTF8 if _has_non_ascii(message) else policy.SMTP))
 
     @classmethod
@@ -66,32 +112,41 @@ class OutgoingMessage:
             header_bytes, body_offset = head, total  # headers only, empty body
         else:
             header_bytes, body_offset = head[: found.start()] + b"\r\n", found.end()
-        utf8 = _has_8bit(header_bytes)
-        if utf8:
-            # RFC 6532 headers are UTF-8: the bytes parser would keep them as escaped bytes and mangle the
-            # addresses, so decode first (surrogateescape keeps any stray non-UTF-8 byte round-trippable).
-            headers = HeaderParser(policy=policy.SMTPUTF8).parsestr(header_bytes.decode("utf-8", "surrogateescape"))
-        else:
-            headers = BytesHeaderParser(policy=policy.SMTP).parsebytes(header_bytes)
-        return cls(headers, stream, body_offset, total - body_offset, utf8)
+        return cls(split_fields(header_bytes), stream, body_offset, total - body_offset)
 
     # -- reading --------------------------------------------------------------------------------
 
+    @property
+    def utf8(self) -> bool:
+        """8-bit header bytes: RFC 6532 UTF-8 headers (sent with SMTPUTF8)."""
+        return any(not f.raw.isascii() for f in self.fields)
+
+    @property
+    def headers(self) -> EmailMessage:
+        """A parsed, read-only view of the header block (content type, boundary, custom headers)."""
+        if self._parsed is None:
+            text = self.header_bytes().decode("utf-8", "surrogateescape")
+            parsed = HeaderParser(policy=policy.default).parsestr(text)
+            assert isinstance(parsed, EmailMessage)
+            self._parsed = parsed
+        return self._parsed
+
     def header_bytes(self) -> bytes:
-        # raw_items(): headers as parsed stay in their source form (cheap, byte-faithful); only headers set
-        # since are folded by the policy. items() would re-parse and re-fold every header.
-        pol = policy.SMTPUTF8 if self.utf8 else policy.SMTP
-        return b"".join(pol.fold_binary(name, value) for name, value in self.headers.raw_items()) + b"\r\n"
+        return b"".join(f.raw for f in self.fields) + b"\r\n"
+
+    def values(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [f.value for f in self.fields if f.name.lower() == wanted]
 
     def header_text(self, name: str) -> str | None:
-        """A header's value as text (RFC 2047 decoded), read without the policy's full header parsing."""
-        for key, value in self.headers.raw_items():
-            if key.lower() == name.lower():
-                try:
-                    return str(make_header(decode_header(str(value)))).replace("\r\n", "").replace("\n", "")
-                except (ValueError, LookupError, UnicodeError):
-                    return str(value)
-        return None
+        """A header's value as text (RFC 2047 decoded)."""
+        found = self.values(name)
+        if not found:
+            return None
+        try:
+            return str(make_header(decode_header(found[0])))
+        except (ValueError, LookupError, UnicodeError):
+            return found[0]
 
     @property
     def size(self) -> int:
@@ -108,7 +163,7 @@ class OutgoingMessage:
         return b"".join(self.iter_bytes())
 
     def parse(self) -> EmailMessage:
-        """The fully parsed message (small messages only: the JSON send path)."""
+        """The fully parsed message (small messages only)."""
         from email.parser import BytesParser
 
         parsed = BytesParser(policy=policy.default).parsebytes(self.to_bytes())
@@ -117,48 +172,71 @@ class OutgoingMessage:
 
     # -- addresses ------------------------------------------------------------------------------
 
-    def addresses(self, name: str) -> list[Address]:
-        return header_addresses(self.headers, name)
+    def entries(self, name: str) -> list[Entry]:
+        return [entry for value in self.values(name) for entry in parse_list(value)]
+
+    def mailboxes(self, name: str) -> list[Mailbox]:
+        return [e.mailbox for e in self.entries(name) if e.mailbox is not None]
 
     def first_address(self, name: str) -> str | None:
-        """The first address in a header, by the fast parser (for bookkeeping, not for rewriting)."""
-        values = [str(v) for k, v in self.headers.raw_items() if k.lower() == name.lower()]
-        found = [spec for _, spec in getaddresses(values) if "@" in spec]
-        return found[0] if found else None
+        found = self.mailboxes(name)
+        return found[0].addr_spec if found else None
 
     def header_recipients(self) -> list[str]:
-        """The To/Cc/Bcc addresses (only the addresses: a fast path that skips the full header parser)."""
-        values = [str(v) for k, v in self.headers.raw_items() if k.lower() in ("to", "cc", "bcc")]
-        return [spec for _, spec in getaddresses(values) if "@" in spec]
+        """The To/Cc/Bcc addresses, read by the one strict parser (entries that are not addresses skipped)."""
+        return [m.addr_spec for name in RECIPIENT_HEADERS for m in self.mailboxes(name) if routable(m) is None]
 
     # -- edits ----------------------------------------------------------------------------------
 
+    def set_field(self, name: str, raw: bytes) -> None:
+        """Replace every ``name`` field by ``raw`` (a whole field, CRLF-terminated), where the first was."""
+        wanted = name.lower()
+        index = next((i for i, f in enumerate(self.fields) if f.name.lower() == wanted), len(self.fields))
+        kept = [f for i, f in enumerate(self.fields) if f.name.lower() != wanted or i == index]
+        if index < len(self.fields):
+            kept[kept.index(self.fields[index])] = Field(name, raw)
+        else:
+            kept.append(Field(name, raw))
+        self.fields = kept
+        self._parsed = None
+
+    def set_value(self, name: str, value: str) -> None:
+        self.set_field(name, fold(name, value))
+
+    def remove(self, name: str) -> None:
+        wanted = name.lower()
+        self.fields = [f for f in self.fields if f.name.lower() != wanted]
+        self._parsed = None
+
+    def prepend(self, name: str, raw: bytes) -> None:
+        self.fields.insert(0, Field(name, raw))
+        self._parsed = None
+
+    def set_mailboxes(self, name: str, mailboxes: list[Mailbox]) -> None:
+        if mailboxes:
+            self.set_value(name, format_list(mailboxes))
+        else:
+            self.remove(name)
+
     def ensure_message_id(self, domain: str) -> str:
-        # set_raw: these values are plain ASCII we made ourselves; no need for the policy's header parser.
-        if self.header_text("Message-ID") is None:
-            self.headers.set_raw("Message-ID", f"<{uuid.uuid4().hex}@{_domain_for_id(domain)}>")
-        if self.header_text("Date") is None:
-            self.headers.set_raw("Date", formatdate(localtime=False, usegmt=True))
-        return (self.header_text("Message-ID") or "").strip()
-
-    def set_addresses(self, name: str, addresses: list[Address]) -> None:
-        del self.headers[name]
-        if addresses:
-            self.headers[name] = addresses
+        """Add a missing Message-ID and Date (RFC 5322 §3.6: Date is required, Message-ID should be there),
+        as Postfix's cleanup does; both are plain ASCII made here."""
+        if not self.values("Message-ID"):
+            self.set_value("Message-ID", f"<{uuid.uuid4().hex}@{_domain_for_id(domain)}>")
+        if not self.values("Date"):
+            self.set_value("Date", formatdate(localtime=False, usegmt=True))
+        return (self.values("Message-ID") or [""])[0].strip()
 
 
-def header_addresses(headers: EmailMessage, name: str) -> list[Address]:
-    """The addresses of a To/Cc/Bcc/From/Reply-To header; tolerant of headers the strict parser rejects."""
-    out: list[Address] = []
-    for value in headers.get_all(name) or []:
-        try:
-            out.extend(value.addresses)
-        except (AttributeError, TypeError, ValueError, IndexError):
-            for display, spec in getaddresses([str(value)]):
-                if "@" in spec:
-                    local, _, domain = spec.rpartition("@")
-                    out.append(Address(display_name=display, username=local, domain=domain))
-    return [a for a in out if a.addr_spec and "@" in a.addr_spec]
+def header_addresses(headers: EmailMessage, name: str) -> list[Mailbox]:
+    """The mailboxes of a composed message's address field, by the one strict parser (read from the folded,
+    still encoded form: the header objects' ``str`` is decoded, and a decoded comma would split a name)."""
+    found: list[Mailbox] = []
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            raw = _UTF8_READ.fold(key, value).partition(":")[2]
+            found += [e.mailbox for e in parse_list(raw) if e.mailbox is not None]
+    return found
 
 
 def align_recipients(message: OutgoingMessage, envelope: list[str]) -> list[str]:
@@ -166,28 +244,32 @@ def align_recipients(message: OutgoingMessage, envelope: list[str]) -> list[str]
 
     * an address in the headers but not in the envelope is removed from To/Cc/Bcc (a client that submits
       one copy per recipient, each with the full To list, must not make every recipient get N copies);
+    * an entry that is not an address (``To: XX``, ``eve@example.com <frank@example.com>``) is removed:
+      Exchange would read it its own way (or refuse the whole message);
     * an envelope address absent from the headers is added as Bcc (blind, as SMTP delivers it).
 
-    Returns the addresses that were removed from the visible headers (for the message's event log).
+    A field whose entries all stay is not touched (its bytes go out as they came). Returns what was removed
+    from the visible headers (for the message's event log).
     """
     wanted = {a.lower(): a for a in envelope}
     if not wanted:
         raise InvalidRecipientsError("the message has no recipients")
-    if {a.lower() for a in message.header_recipients()} == set(wanted):
-        return []  # the usual case (API, library, most SMTP clients): nothing to change, nothing to parse
     seen: set[str] = set()
     removed: list[str] = []
     for name in RECIPIENT_HEADERS:
-        current = message.addresses(name)
-        kept = [a for a in current if a.addr_spec.lower() in wanted]
-        removed += [a.addr_spec for a in current if a.addr_spec.lower() not in wanted]
-        seen.update(a.addr_spec.lower() for a in kept)
-        if len(kept) != len(current):
-            message.set_addresses(name, kept)
+        entries = message.entries(name)
+        kept: list[Mailbox] = []
+        for entry in entries:
+            if entry.mailbox is not None and entry.mailbox.addr_spec.lower() in wanted:  # the envelope is routable
+                kept.append(entry.mailbox)
+                seen.add(entry.mailbox.addr_spec.lower())
+            else:
+                removed.append(entry.mailbox.addr_spec if entry.mailbox is not None else entry.text)
+        if len(kept) != len(entries) or len(message.values(name)) > 1:
+            message.set_mailboxes(name, kept)
     missing = [addr for key, addr in wanted.items() if key not in seen]
     if missing:
-        bcc = message.addresses("Bcc") + [_address(a) for a in missing]
-        message.set_addresses("Bcc", bcc)
+        message.set_mailboxes("Bcc", message.mailboxes("Bcc") + [_mailbox(a) for a in missing])
     return removed
 
 
@@ -200,13 +282,9 @@ def _domain_for_id(domain: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "", ascii_domain) or "m365relay.invalid"
 
 
-def _address(spec: str) -> Address:
+def _mailbox(spec: str) -> Mailbox:
     local, _, domain = spec.rpartition("@")
-    return Address(username=local, domain=domain)
-
-
-def _has_8bit(data: bytes) -> bool:
-    return any(b > 127 for b in data)
+    return Mailbox(local, domain)
 
 
 def _has_non_ascii(message: EmailMessage) -> bool:

@@ -29,6 +29,10 @@ class Part:
     body_start: int
     body_end: int
     children: list[Part] = field(default_factory=list)
+    # The bytes to cut to remove this part from its parent: from the line end before its delimiter to the
+    # end of its body (RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter).
+    cut_start: int = 0
+    cut_end: int = 0
 
     @property
     def content_type(self) -> str:
@@ -131,17 +135,20 @@ def _build(stream: BinaryIO, headers: EmailMessage, pos: int, end: int, depth: i
     part = Part(headers, pos, end)
     boundary = headers.get_boundary() if headers.get_content_maintype() == "multipart" else None
     if boundary:
-        part.children = [_walk(stream, s, e, depth + 1) for s, e in _child_ranges(stream, pos, end, boundary)]
+        for start, stop, cut in _child_ranges(stream, pos, end, boundary):
+            child = _walk(stream, start, stop, depth + 1)
+            child.cut_start, child.cut_end = cut, stop
+            part.children.append(child)
     return part
 
 
-def _child_ranges(stream: BinaryIO, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
+def _child_ranges(stream: BinaryIO, start: int, end: int, boundary: str) -> list[tuple[int, int, int]]:
     """Byte ranges of the body parts between ``--boundary`` delimiter lines (RFC 2046 §5.1.1): the CRLF
-    before a delimiter belongs to the delimiter, not to the part."""
+    before a delimiter belongs to the delimiter, not to the part. Each with where its cut starts."""
     delimiter = b"--" + boundary.encode("ascii", "replace")
-    ranges: list[tuple[int, int]] = []
+    ranges: list[tuple[int, int, int]] = []
     stream.seek(start)
-    pos, part_start, previous_eol = start, None, 0
+    pos, part_start, previous_eol, cut = start, None, 0, start
     while pos < end:
         line = stream.readline(min(end - pos, 1024 * 1024))
         if not line:
@@ -151,13 +158,13 @@ def _child_ranges(stream: BinaryIO, start: int, end: int, boundary: str) -> list
             rest = line[len(delimiter) :].rstrip(b" \t\r\n")
             if rest in (b"", b"--"):
                 if part_start is not None:
-                    ranges.append((part_start, line_start - previous_eol))
+                    ranges.append((part_start, line_start - previous_eol, cut))
                 if rest == b"--":
                     return ranges
-                part_start = pos
+                part_start, cut = pos, max(start, line_start - previous_eol)
         previous_eol = 2 if line.endswith(b"\r\n") else (1 if line.endswith(b"\n") else 0)
     if part_start is not None:  # no closing delimiter: be lenient, as mail clients are
-        ranges.append((part_start, end))
+        ranges.append((part_start, end, cut))
     return ranges
 
 

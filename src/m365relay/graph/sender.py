@@ -16,8 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import quote
 
@@ -33,9 +32,11 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..net import async_client, translate_transport_error
+from .calls import Call as _Call
 from .convert import convert
 from .mime import OutgoingMessage, align_recipients
 from .responses import translate_graph_error
+from .upload import send_via_upload
 
 # Graph caps each REST request at 4 MB (PROTOCOL.md §5); stay a little under it for headers and JSON.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -52,17 +53,6 @@ class SendResult:
     elapsed: float
     request_ids: tuple[str, ...] = ()  # every Graph request-id of this send (drafts, uploads)
     notes: tuple[str, ...] = ()  # things the admin may want to know (dropped headers, removed recipients)
-
-
-@dataclass
-class _Call:
-    """Shared state of one send: the token, the request ids, and the 401 retry allowance."""
-
-    connector: ConnectorConfig
-    token: AccessToken
-    client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    request_ids: list[str] = field(default_factory=list)
-    retried_auth: bool = False
 
 
 @dataclass
@@ -89,8 +79,6 @@ class PreparedSend:
                     call, "POST", "sendMail", content=self.mime_body, headers={"Content-Type": "application/json"}
                 )
             else:
-                from .upload import send_via_upload
-
                 response = await send_via_upload(sender, call, self.outgoing, self.notes)
         except DeliveryError as exc:
             sender.count_error(connector, exc)
@@ -160,8 +148,8 @@ class GraphSender:
             removed = align_recipients(outgoing, envelope)
             if removed:
                 notes.append(f"not in the envelope, removed from the headers: {', '.join(removed)}")
-        if outgoing.first_address("From") is None:
-            outgoing.headers["From"] = connector.user_name
+        if not outgoing.values("From"):
+            outgoing.set_value("From", connector.user_name)  # as Graph would: the mailbox sends
         call = _Call(connector, await self._token(connector))
         method = self._choose(outgoing.size, call.token, save_to_sent_items)
         body: bytes | None = None

@@ -21,15 +21,16 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..access.relay_users import RelayUser, RelayUserStore
+from ..addresses import deliverable
 from ..connectors import DEFAULT_NAME, ConnectorConfig, ConnectorStore
 from ..errors import NotFoundError, StoreError, ValidationError
+from ..graph.acceptance import SenderRules
 from ..outbox.backpressure import Backpressure
 from ..runtime import Runtime
 from . import smtp_replies as R
 from .smtp_message import (
     MessageSpool,
     ReceivedStamp,
-    SenderRules,
     apply_sender_rules,
     check_header_block,
     prepend_received,
@@ -221,6 +222,8 @@ class RelayHandler:
             return R.ADDRESS_NOT_UTF8()
         if not address.isascii() and not envelope.smtp_utf8:
             return R.NON_ASCII_WITHOUT_SMTPUTF8()
+        if (problem := deliverable(address)) is not None:  # the one rule of every path (addresses.py)
+            return R.RECIPIENT_INVALID(reason=problem)
         if address.lower() in (known.lower() for known in envelope.rcpt_tos):
             return R.RECIPIENT_OK()  # a repeated RCPT names no new recipient
         if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:

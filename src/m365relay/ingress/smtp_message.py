@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.parser import BytesHeaderParser, HeaderParser
-from email.utils import format_datetime, formataddr, getaddresses
-from typing import BinaryIO, Literal, cast
+from email.utils import format_datetime
+from typing import BinaryIO, cast
 
-from ..graph.mime import MAX_HEADER_BYTES, OutgoingMessage
+from ..graph.acceptance import MessageProblem, Problem, SenderRules, apply_from_policy, check_header_fields
+from ..graph.mime import MAX_HEADER_BYTES, OutgoingMessage, split_fields
 from . import smtp_replies as R
 from .smtp_replies import SmtpRefusal
 
 SPOOL_IN_MEMORY = 4 * 1024 * 1024  # a message larger than this is spooled to a temporary file as it arrives
-_FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")  # RFC 5322 §3.6.8 ftext, obs-FWS before ':'
-# RFC 5322 §3.6: fields that may appear at most once (Received, Comments, Keywords may repeat).
-SINGLE_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
-                 "references")  # fmt: skip
 
 
 class MessageSpool:
@@ -70,7 +62,8 @@ class HeaderBlock:
 
 
 def check_header_block(stream: BinaryIO, size: int) -> HeaderBlock:
-    """Refuse a header block that is not RFC 5322 (§2.2, §3.6), reading at most its first megabyte."""
+    """Find the header block and refuse bare CR/LF in it (RFC 5322 §2.2), reading at most its first megabyte.
+    The field-by-field checks shared with the HTTP path follow in ``read_message``."""
     if size == 0:
         raise SmtpRefusal(R.MESSAGE_EMPTY())
     stream.seek(0)
@@ -87,120 +80,47 @@ def check_header_block(stream: BinaryIO, size: int) -> HeaderBlock:
     crlf = block.count(b"\r\n")
     if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
         raise SmtpRefusal(R.HEADER_BARE_NEWLINE())
-    if b"\x00" in block:
-        raise SmtpRefusal(R.HEADER_MALFORMED(reason="NUL byte in a header field"))
-    counts = Counter(name.lower() for name in _field_names(block))
-    for name in SINGLE_FIELDS:
-        if counts[name] > 1:
-            raise SmtpRefusal(R.HEADER_REPEATED(name=_title(name), count=counts[name]))
-    if not counts["from"]:
-        raise SmtpRefusal(R.FROM_MISSING())
     return found
 
 
-def _field_names(block: bytes) -> list[str]:
-    """The field names of a CRLF-only header block; refuses lines that are not fields or continuations."""
-    names: list[str] = []
-    for number, line in enumerate(block[:-2].split(b"\r\n"), start=1):
-        if line[:1] in (b" ", b"\t") and names:
-            continue  # folded continuation of the previous field
-        found = _FIELD_NAME.match(line)
-        if found is None:
-            shown = line[:40].decode("ascii", "replace")
-            raise SmtpRefusal(R.HEADER_MALFORMED(reason=f"line {number} ({shown!r}) is not a header field"))
-        names.append(found.group().rstrip(b": \t").decode("ascii"))
-        if not line.isascii():
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SmtpRefusal(R.HEADER_NOT_UTF8(name=names[-1])) from None
-    return names
-
-
 def read_message(stream: BinaryIO, size: int, block: HeaderBlock) -> OutgoingMessage:
-    """The message with its header block parsed and its body left in ``stream`` (no copy).
+    """The message with its header fields kept as they came and its body left in ``stream`` (no copy);
+    refuses what ``check_header_fields`` finds, with the SMTP reply for it."""
+    message = OutgoingMessage(split_fields(block.data), stream, block.body_offset, size - block.body_offset)
+    try:
+        check_header_fields(message)
+    except MessageProblem as exc:
+        raise SmtpRefusal(smtp_reply(exc.problem)) from None
+    return message
 
-    A UTF-8 header block (RFC 6532, sent with SMTPUTF8) is decoded as UTF-8 text before parsing, so header
-    values are real Unicode rather than the surrogate escapes a bytes parser leaves behind."""
-    if block.data.isascii():
-        headers = BytesHeaderParser(policy=policy.SMTP).parsebytes(block.data)
-        utf8 = False
-    else:
-        headers = HeaderParser(policy=policy.SMTPUTF8).parsestr(block.data.decode("utf-8"))
-        utf8 = True
-    assert isinstance(headers, EmailMessage)
-    return OutgoingMessage(headers, stream, block.body_offset, size - block.body_offset, utf8)
+
+def smtp_reply(problem: Problem) -> str:
+    """The 5xx reply for a problem found at acceptance (all permanent: the message will never go as it is)."""
+    if problem.kind == "repeated":
+        return R.HEADER_REPEATED(name=problem.name, count=problem.count)
+    if problem.kind == "not-utf8":
+        return R.HEADER_NOT_UTF8(name=problem.name)
+    if problem.kind in ("not-a-field", "nul"):
+        return R.HEADER_MALFORMED(reason=problem.text)
+    if problem.kind == "from-missing":
+        return R.FROM_MISSING()
+    if problem.kind in ("from-unreadable", "from-several"):
+        return R.FROM_UNREADABLE(detail=problem.text.removeprefix("the From header field "))
+    return R.HEADER_ENTRY_INVALID(reason=problem.text[:1].upper() + problem.text[1:])
 
 
 # -- From policy -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SenderRules:
-    """What a client may put in From: the connector's mailbox always, plus the relay user's ``allowed_from``
-    (addresses, or ``@domain``). ``rewrite`` then makes the mailbox the From and keeps the original in
-    Reply-To; ``enforce`` sends with the From as given (Exchange needs Send As rights for other addresses)."""
-
-    mailbox: str
-    allowed: tuple[str, ...]
-    policy: Literal["rewrite", "enforce"]
-    who: str  # "relay user 'app'" or "client 10.0.0.5", for the refusal text
-
-    @property
-    def checks_senders(self) -> bool:
-        """Rewrite without a list takes any From; everything else must be checked."""
-        return self.policy == "enforce" or bool(self.allowed)
-
-    def permits(self, address: str) -> bool:
-        wanted = address.lower()
-        if wanted == self.mailbox.lower():
-            return True
-        if self.policy == "rewrite" and not self.allowed:
-            return True  # no list: anything may be rewritten
-        domain = "@" + wanted.rpartition("@")[2]
-        return wanted in self.allowed or domain in self.allowed
-
-    def describe_allowed(self) -> str:
-        return ", ".join([self.mailbox, *self.allowed])
-
-
 def apply_sender_rules(message: OutgoingMessage, rules: SenderRules) -> None:
-    """Check From (and Sender) against the rules, then rewrite them if the policy says so.
-
-    A check uses the strict RFC 5322 parser (what it approves is what Exchange will read). The rewrite edits
-    raw header values — the original From is copied verbatim into Reply-To — so the common case never pays
-    for the email package's full header parsing."""
-    if rules.checks_senders:
-        senders = [a.addr_spec for a in message.addresses("From")]
-        if not senders:
-            raise SmtpRefusal(R.FROM_UNREADABLE())
-        for address in [*senders, *(a.addr_spec for a in message.addresses("Sender"))]:
-            if not rules.permits(address):
-                raise SmtpRefusal(R.FROM_NOT_ALLOWED(address=address, who=rules.who, allowed=rules.describe_allowed()))
-    if rules.policy != "rewrite":
-        return
-    original = _raw_values(message, "From")
-    found = [(name, address) for name, address in getaddresses(original) if "@" in address]
-    if not found and not message.addresses("From"):
-        raise SmtpRefusal(R.FROM_UNREADABLE())
-    headers = message.headers
-    del headers["Sender"]  # a Sender other than the mailbox means "on behalf of": 403 ErrorSendAsDenied
-    if len(found) == 1 and found[0][1].lower() == rules.mailbox.lower():
-        return
-    display = " ".join(found[0][0].split()) if len(found) == 1 else ""
-    if not _raw_values(message, "Reply-To"):
-        headers.set_raw("Reply-To", original[0])
-    del headers["From"]
+    """The From policy (``graph.acceptance``), its refusals answered as SMTP replies."""
     try:
-        headers.set_raw("From", formataddr((display, rules.mailbox)))
-    except UnicodeEncodeError:  # a non-ASCII mailbox address (RFC 6532): let the header registry write it
-        local, _, domain = rules.mailbox.rpartition("@")
-        message.set_addresses("From", [Address(display_name=display, username=local, domain=domain)])
-
-
-def _raw_values(message: OutgoingMessage, name: str) -> list[str]:
-    wanted = name.lower()
-    return [str(value) for key, value in message.headers.raw_items() if key.lower() == wanted]
+        apply_from_policy(message, rules)
+    except MessageProblem as exc:
+        if exc.problem.kind == "from-not-allowed":
+            reply = R.FROM_NOT_ALLOWED(address=exc.problem.name, who=rules.who, allowed=rules.describe_allowed())
+            raise SmtpRefusal(reply) from None
+        raise SmtpRefusal(smtp_reply(exc.problem)) from None
 
 
 # -- Received ----------------------------------------------------------------------------------------
@@ -234,13 +154,8 @@ def received_value(stamp: ReceivedStamp) -> str:
 
 
 def prepend_received(message: OutgoingMessage, stamp: ReceivedStamp) -> None:
-    """Received goes on top (RFC 5321 §4.4: "at the beginning"): rebuild the header list with it first."""
-    old = message.headers
-    new = EmailMessage(policy=old.policy)
-    new.set_raw("Received", received_value(stamp))
-    for name, value in old.raw_items():
-        new.set_raw(name, value)
-    message.headers = new
+    """Received goes on top (RFC 5321 §4.4: "at the beginning"); the value is folded already."""
+    message.prepend("Received", f"Received: {received_value(stamp)}\r\n".encode())
 
 
 _SAFE_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~@-]+$")
@@ -251,7 +166,3 @@ def _safe_domain(name: str) -> str:
     """The client's HELO name is whatever it sent: keep it readable but unable to break the header."""
     cleaned = _UNSAFE_DOMAIN_CHARS.sub("?", name)[:255]
     return cleaned or "unknown"
-
-
-def _title(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-")).replace("Message-Id", "Message-ID")

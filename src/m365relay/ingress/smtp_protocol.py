@@ -286,7 +286,7 @@ class _DataState:
         self.limit = limit
         self.spool = spool
         self.lines = 0
-        self.too_big = self.too_long = self.mid_line = False
+        self.too_big = self.too_long = self.mid_line = self.bare_newline = False
 
     def overlong(self) -> None:
         """Part of a line longer than the read buffer was dropped; the rest of it comes next."""
@@ -305,6 +305,8 @@ class _DataState:
         if self.too_big or self.too_long:
             return False
         if len(line) > MAX_TEXT_LINE:
+            # Many "lines" in one: the client ends its lines with a bare LF (or CR), which is the real fault.
+            self.bare_newline = self.bare_newline or b"\n" in line[:-2] or b"\r" in line[:-2]
             self.too_long = True
         elif self.spool.size + len(line) > self.limit:
             self.too_big = True
@@ -315,6 +317,8 @@ class _DataState:
     def refusal(self) -> str | None:
         if self.too_big:
             return R.MESSAGE_TOO_BIG(limit=self.limit)
+        if self.too_long and self.bare_newline:
+            return R.HEADER_BARE_NEWLINE()
         if self.too_long:
             return R.LINE_TOO_LONG()
         return None

@@ -89,12 +89,14 @@ LINE_TOO_LONG = Reply(
 )
 MESSAGE_EMPTY = Reply(554, "5.6.0", "Empty message")
 HEADER_BARE_NEWLINE = Reply(
-    554, "5.6.0", "Bare CR or LF in the header block (RFC 5322 §2.2 needs CRLF); header injection refused"
+    554, "5.6.0", "Bare CR or LF line ends (RFC 5321 §2.3.8 and RFC 5322 §2.2 need CRLF); header injection refused"
 )
+RECIPIENT_INVALID = Reply(553, "5.1.3", "Recipient address rejected: {reason}")
+HEADER_ENTRY_INVALID = Reply(554, "5.6.0", "{reason}")
 HEADER_MALFORMED = Reply(554, "5.6.0", "Malformed header block: {reason}")
 HEADER_NOT_UTF8 = Reply(554, "5.6.0", "Header field {name} is neither ASCII nor UTF-8 (RFC 6532)")
 HEADER_REPEATED = Reply(554, "5.6.0", "Header field {name} appears {count} times; RFC 5322 §3.6 allows one")
 MESSAGE_REFUSED = Reply(554, "5.6.0", "{reason}")
 FROM_MISSING = Reply(554, "5.6.0", "The message has no From header field (RFC 5322 §3.6)")
-FROM_UNREADABLE = Reply(554, "5.6.0", "The From header field holds no valid address")
+FROM_UNREADABLE = Reply(554, "5.6.0", "The From header field {detail}")  # detail: what and why, e.g. "holds …"
 FROM_NOT_ALLOWED = Reply(550, "5.7.1", "From {address} is not allowed for {who}; it may send as {allowed}")

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import graph_errors as ge
 from .drafts_store import Draft, UploadSession
-from .graph import deliver
+from .graph import deliver, prepare_mime
 from .graph_errors import GraphError
 from .messages import check_header_names, ci_get, parse_attachment, prepare
 from .pipeline import (
@@ -37,7 +37,7 @@ from .pipeline import (
     run_fault,
     stamp,
 )
-from .rfc5322 import AttachmentData
+from .rfc5322 import AttachmentData, decode_base64, read_envelope, with_attachments
 from .state import Sandbox
 
 MAX_ATTACHMENT = 150 * 1024 * 1024  # 150 MB per file [doc]
@@ -93,9 +93,30 @@ def _draft_json(sandbox: Sandbox, draft: Draft) -> dict[str, Any]:
 
 
 async def _create_draft(call: Call) -> Response:
+    """JSON, or base64 MIME with ``Content-Type: text/plain`` [doc: user-post-messages, "Create a draft of a
+    new message in either JSON or MIME format"]; a MIME draft keeps the message's own header fields."""
+    if call.request.headers.get("content-type", "").split(";")[0].strip().lower() == "text/plain":
+        return _create_mime_draft(call, await read_body(call.request))
     message = await _json_body(call)
     check_header_names(message)
     draft = Draft(_new_id(), call.mailbox.address, call.client_id, call.sandbox.clock.now(), message)
+    call.sandbox.drafts.add_draft(draft)
+    return json_response(_draft_json(call.sandbox, draft), 201)
+
+
+def _create_mime_draft(call: Call, body: bytes) -> Response:
+    try:
+        raw = decode_base64(body)
+    except ValueError as exc:
+        raise GraphError(400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.") from exc
+    envelope = read_envelope(raw)
+    summary: dict[str, Any] = {
+        "subject": envelope.subject,
+        "toRecipients": [{"emailAddress": {"address": a}} for a in envelope.to],
+        "ccRecipients": [{"emailAddress": {"address": a}} for a in envelope.cc],
+        "bccRecipients": [{"emailAddress": {"address": a}} for a in envelope.bcc],
+    }
+    draft = Draft(_new_id(), call.mailbox.address, call.client_id, call.sandbox.clock.now(), summary, mime=raw)
     call.sandbox.drafts.add_draft(draft)
     return json_response(_draft_json(call.sandbox, draft), 201)
 
@@ -125,6 +146,7 @@ def _store_attachment(sandbox: Sandbox, draft: Draft, attachment: AttachmentData
         current.created,
         current.message,
         (*current.attachments, attachment),
+        current.mime,
     )
 
 
@@ -181,7 +203,10 @@ def _upload_url(sandbox: Sandbox, call: Call, session: UploadSession) -> str:
 async def _send_draft(call: Call) -> Response:
     draft = _draft_of(call)
     sandbox = call.sandbox
-    prepared = prepare(draft.message, call.mailbox, sandbox.clock.now(), draft.attachments)
+    if draft.mime is not None:
+        prepared = prepare_mime(call, with_attachments(draft.mime, draft.attachments), draft.attachments)
+    else:
+        prepared = prepare(draft.message, call.mailbox, sandbox.clock.now(), draft.attachments)
     deliver(call, prepared=prepared, save_to_sent_items=True, source="draft")
     sandbox.drafts.drafts.pop(draft.id, None)
     for token in [t for t, s in sandbox.drafts.sessions.items() if s.draft_id == draft.id]:

@@ -16,6 +16,7 @@ class Draft:
     created: float
     message: dict[str, Any]
     attachments: tuple[AttachmentData, ...] = ()
+    mime: bytes | None = None  # a draft created from MIME (POST messages, Content-Type: text/plain)
 
 
 @dataclass

@@ -18,7 +18,15 @@ from .inbox import after_send
 from .mailstore import CapturedMessage
 from .messages import Prepared, check_recipient_count, ci_get, new_message_id, prepare
 from .pipeline import ROLE_SEND, Call, authenticate, graph_call, ids, read_body, stamp
-from .rfc5322 import Envelope, decode_base64, prepend_headers, read_envelope, valid_address, without_headers
+from .rfc5322 import (
+    AttachmentData,
+    Envelope,
+    decode_base64,
+    prepend_headers,
+    read_envelope,
+    valid_address,
+    without_headers,
+)
 from .state import Sandbox
 
 
@@ -61,6 +69,11 @@ def _prepare_mime(call: Call, body: bytes) -> Prepared:
         raw = decode_base64(body)
     except ValueError as exc:
         raise GraphError(400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.") from exc
+    return prepare_mime(call, raw)
+
+
+def prepare_mime(call: Call, raw: bytes, attachments: tuple[AttachmentData, ...] = ()) -> Prepared:
+    """Validate and render an RFC 5322 message as Exchange submits it (MIME sendMail, or a MIME draft)."""
     envelope: Envelope = read_envelope(raw)
     mailbox = call.mailbox
     for address in envelope.recipients:
@@ -87,7 +100,9 @@ def _prepare_mime(call: Call, body: bytes) -> Prepared:
     delivered = without_headers(raw, {"bcc"}) if envelope.bcc else raw
     if added:
         delivered = prepend_headers(delivered, added)
-    return Prepared(delivered, from_address, envelope.to, envelope.cc, envelope.bcc, envelope.subject, message_id, [])
+    return Prepared(
+        delivered, from_address, envelope.to, envelope.cc, envelope.bcc, envelope.subject, message_id, list(attachments)
+    )
 
 
 async def _send_mail(call: Call) -> Response:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import email.policy
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -233,3 +234,30 @@ def build_message(
     msg.set_content(str(body.get("content") or ""), subtype=subtype, charset="utf-8")
     _attach(msg, attachments)
     return msg.as_bytes()
+
+
+def with_attachments(raw: bytes, attachments: tuple[AttachmentData, ...]) -> bytes:
+    """A MIME draft with the attachments added later (upload sessions): the message's own header fields stay
+    as they are, its body becomes the first part of a multipart/mixed, each attachment a further part."""
+    if not attachments:
+        return raw
+    block, body = split_message(raw)
+    newline = b"\r\n" if b"\r\n" in block else b"\n"
+    content = {"content-type", "content-transfer-encoding", "content-disposition", "content-id"}
+    kept: list[bytes] = []
+    moved: list[bytes] = []
+    for lines in header_lines(block):
+        name = lines[0].split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+        (moved if name in content else kept).append(b"".join(lines))
+    boundary = f"----=_sandbox_{uuid.uuid4().hex}"
+    out = [*kept, f'Content-Type: multipart/mixed; boundary="{boundary}"'.encode() + newline, newline]
+    out += [f"--{boundary}".encode() + newline, *moved, newline, body, newline]
+    for att in attachments:
+        part = EmailMessage(policy=email.policy.SMTP)
+        maintype, _, subtype = att.content_type.partition("/")
+        part.set_content(att.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
+                         disposition="inline" if att.is_inline else "attachment", filename=att.name,
+                         cid=f"<{att.content_id}>" if att.content_id else None)  # fmt: skip
+        out += [f"--{boundary}".encode() + newline, part.as_bytes(), newline]
+    out.append(f"--{boundary}--".encode() + newline)
+    return b"".join(out)

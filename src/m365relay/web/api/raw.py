@@ -5,14 +5,15 @@ recipients (``to``) decide delivery as SMTP's RCPT TO would; without them the To
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ...access.api_keys import ApiKey
+from ...addresses import deliverable
 from ...errors import ValidationError
+from ...graph.acceptance import accept_ready, ready_rules
 from ...graph.mime import OutgoingMessage
 from ..problems import ProblemError
 from .context import Context, require
@@ -24,7 +25,6 @@ router = APIRouter(tags=["messages"])
 
 MEDIA_TYPE = "message/rfc822"
 SPOOL_IN_MEMORY = 4 * 1024 * 1024  # larger bodies go to a temporary file
-ENVELOPE_ADDRESS = re.compile(r"^[^\s@<>(),;:\"\[\]\\]+@[^\s@<>(),;:\"\[\]\\]+\.[^\s@<>(),;:\"\[\]\\]+$")
 
 RAW_BODY: dict[str, Any] = {
     "requestBody": {
@@ -66,6 +66,7 @@ async def post_raw(
             "JSON messages go to POST /messages",
         )
     envelope = _envelope(to)
+    policy = context.runtime.settings.smtp_from_policy  # one From policy for SMTP and ready messages
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed below
     try:
         digest = hashlib.sha256()
@@ -77,7 +78,9 @@ async def post_raw(
         document = {"raw": digest.hexdigest(), "to": envelope, "save_to_sent_items": save_to_sent_items}
         submission = Submission(
             connector=connector,
-            build=lambda _config: _parse(spool),
+            build=lambda config: accept_ready(
+                _parse(spool), ready_rules(config.user_name, policy, f"API key {key.name!r}")
+            ),
             envelope=envelope,
             save_to_sent_items=save_to_sent_items,
             idempotency_key=idempotency_key,
@@ -96,10 +99,11 @@ def _parse(spool: Any) -> OutgoingMessage:
 def _envelope(addresses: list[str] | None) -> list[str] | None:
     if not addresses:
         return None
+    # One rule for every path (addresses.py): the SMTP relay refuses the same addresses at RCPT.
     errors = [
-        ValidationError(f"to[{i}]", f"{a!r} is not an e-mail address (give the bare address)", key=f"to[{i}]")
+        ValidationError(f"to[{i}]", f"{a!r} is not a deliverable address: {problem}", key=f"to[{i}]")
         for i, a in enumerate(addresses)
-        if not ENVELOPE_ADDRESS.match(a.strip())
+        if (problem := deliverable(a.strip())) is not None
     ]
     if errors:
         raise ValidationError.combine(errors)

@@ -1,0 +1,40 @@
+"""What one send shares between its Graph requests, below both ``sender`` and ``upload`` so that neither
+imports the other (STYLE.md: no import circles): the call's state, and the request function's shape."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from ..auth.tokens import AccessToken
+from ..connectors.model import ConnectorConfig
+
+
+@dataclass
+class Call:
+    """Shared state of one send: the token, the request ids, and the 401 retry allowance."""
+
+    connector: ConnectorConfig
+    token: AccessToken
+    client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request_ids: list[str] = field(default_factory=list)
+    retried_auth: bool = False
+
+
+class Requester(Protocol):
+    """``GraphSender.request``: one Graph request, 401 retried once, failures raised as ``DeliveryError``."""
+
+    async def request(
+        self,
+        call: Call,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        absolute_url: str | None = None,
+        authorize: bool = True,
+    ) -> httpx.Response: ...
