@@ -33,7 +33,7 @@ from ..dispatch.budget import Budgets
 from ..dispatch.gate import LocalGate
 from ..errors import DeliveryError, StoreError
 from ..graph import GraphSender
-from ..graph.sender import _Call
+from ..graph.calls import Call
 from ..metrics import Metrics
 from ..outbox.recipients import BOUNCED, DELAYED, set_state
 from ..suppression import Suppressions
@@ -111,7 +111,7 @@ class InboxReader:
             return 0
         changed, link, error = 0, delta_link, None
         try:
-            changed, link = await self._round(connector, _Call(connector, token), delta_link)
+            changed, link = await self._round(connector, Call(connector, token), delta_link)
         except DeliveryError as exc:
             error = exc.message
             log.warning("inbox %s: reading stopped: %s", connector.name, exc.message)
@@ -119,7 +119,7 @@ class InboxReader:
             await asyncio.to_thread(self._release, connector.id, link, error, changed)
         return changed
 
-    async def _round(self, connector: ConnectorConfig, call: _Call, delta_link: str | None) -> tuple[int, str | None]:
+    async def _round(self, connector: ConnectorConfig, call: Call, delta_link: str | None) -> tuple[int, str | None]:
         base = f"{connector.cloud.graph_url}/v1.0/users/{quote(connector.user_name)}"
         url: str | None = delta_link or f"{base}/mailFolders/inbox/messages/delta?$select={SELECT}"
         changed = 0
@@ -142,7 +142,7 @@ class InboxReader:
                 return changed, page.get("@odata.deltaLink") or delta_link
         return changed, delta_link
 
-    async def _get(self, call: _Call, url: str, headers: dict[str, str]) -> bytes:
+    async def _get(self, call: Call, url: str, headers: dict[str, str]) -> bytes:
         if self.budgets is not None:
             wait = await asyncio.to_thread(self.budgets.reserve, call.connector.id, 0, 1)
             if wait is not None:  # sends and reads share the mailbox's budget: stop; the cursor stays
