@@ -31,8 +31,7 @@ from typing import Any
 import httpx
 
 from .errors import M365RelayError
-from .webhook_signature import WebhookVerificationError as WebhookVerificationError  # re-exported
-from .webhook_signature import verify_webhook as verify_webhook  # re-exported
+from .webhook_signature import WebhookVerificationError, verify_webhook  # noqa: F401 - re-exported for receivers
 
 PROBLEM_BASE = "https://m365relay.dev/problems/"
 FINAL = ("sent", "failed", "cancelled")
