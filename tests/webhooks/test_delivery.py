@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 from sqlalchemy import select
-from webhook_support import receiver, run_loops
+from webhook_support import add_active, receiver, run_loops, wait_for
 
 from m365relay.client import verify_webhook
 from m365relay.db.models import WebhookDeliveryRow
@@ -32,7 +32,7 @@ def test_receiver_gets_accepted_sent_and_failed_with_valid_signatures(
     runtime.connectors.save("default", connector_update(sandbox))
     relay = Relay(runtime=runtime)
     with receiver() as hook:
-        issued = runtime.webhooks.add(hook.url, None, "default")
+        issued = add_active(runtime, hook.url, None, "default")
         good = relay.enqueue(to=["ok@example.com"], subject="Secret subject", text="secret body", idempotency_key="k-1")
         bad = relay.enqueue(to=["ok@example.com"], subject="bad", text="x", envelope=["nobody@bad_domain.example"])
         run_loops(runtime, lambda: sorted(hook.types()).count("message.accepted") == 2 and len(hook.types()) >= 4)
@@ -72,7 +72,7 @@ def test_a_bounce_written_through_the_event_helper_is_delivered_with_its_recipie
     runtime = wh_runtime
     runtime.connectors.save("default", connector_update(sandbox))
     with receiver() as hook:
-        issued = runtime.webhooks.add(hook.url, ["bounced", "delayed"], "default")
+        issued = add_active(runtime, hook.url, ["bounced", "delayed"], "default")
         message_id = Relay(runtime=runtime).enqueue(to=["nobody@contoso.com"], subject="s", text="t")
         detail = {
             "recipient": "nobody@contoso.com",
@@ -91,22 +91,25 @@ def test_a_bounce_written_through_the_event_helper_is_delivered_with_its_recipie
     assert data["message"]["id"] == message_id
 
 
-def test_an_endpoint_added_by_another_process_gets_the_next_event(
-    wh_runtime: Runtime, sandbox: SandboxServer, tmp_path: object
+def test_an_endpoint_added_by_another_process_gets_the_events_from_its_activation_on(
+    wh_runtime: Runtime, sandbox: SandboxServer
 ) -> None:
     runtime = wh_runtime
     runtime.connectors.save("default", connector_update(sandbox))
     relay = Relay(runtime=runtime)
-    relay.enqueue(to=["a@example.com"], subject="before", text="x")
+    relay.enqueue(to=["a@example.com"], subject="before", text="x")  # this process now caches "no endpoint"
     assert deliveries(runtime) == [], "no endpoint: nothing is queued"
     other = Runtime(runtime.settings, migrate=False)
     try:
         endpoint = other.webhooks.add("http://127.0.0.1:9/x", "accepted", "default").endpoint
     finally:
         other.close()
+    assert endpoint.active_from > endpoint.created_at, "it takes events once every process can have seen it"
+    wait_for(lambda: runtime.clock.now() >= endpoint.active_from)
     after = relay.enqueue(to=["b@example.com"], subject="after", text="x")
     rows = deliveries(runtime)
     assert [(r.endpoint_id, r.message_ref, r.event_type) for r in rows] == [(endpoint.id, after, "accepted")]
+    assert rows[0].webhook_id is None, "its webhook-id is given when it is first claimed, off the enqueue path"
 
 
 def test_events_go_only_to_their_connectors_endpoints_and_subscriptions(
@@ -115,9 +118,9 @@ def test_events_go_only_to_their_connectors_endpoints_and_subscriptions(
     runtime = wh_runtime
     runtime.connectors.save("default", connector_update(sandbox))
     runtime.connectors.save("other", connector_update(sandbox))
-    mine = runtime.webhooks.add("http://127.0.0.1:9/a", "accepted,sent", "default").endpoint
-    runtime.webhooks.add("http://127.0.0.1:9/b", "accepted", "other")
-    runtime.webhooks.add("http://127.0.0.1:9/c", "failed", "default")
+    mine = add_active(runtime, "http://127.0.0.1:9/a", "accepted,sent", "default").endpoint
+    add_active(runtime, "http://127.0.0.1:9/b", "accepted", "other")
+    add_active(runtime, "http://127.0.0.1:9/c", "failed", "default")
     message_id = Relay(runtime=runtime).enqueue(to=["a@example.com"], subject="s", text="x")
     assert [(r.endpoint_id, r.event_type) for r in deliveries(runtime)] == [(mine.id, "accepted")]
     assert deliveries(runtime)[0].message_ref == message_id
@@ -129,7 +132,7 @@ def test_a_delivery_keeps_its_webhook_id_and_is_given_up_after_the_max_age(
     runtime = wh_runtime
     runtime.connectors.save("default", connector_update(sandbox))
     with receiver(status=503) as hook:
-        runtime.webhooks.add(hook.url, "accepted", "default")
+        add_active(runtime, hook.url, "accepted", "default")
         Relay(runtime=runtime).enqueue(to=["a@example.com"], subject="s", text="x")
         run_loops(runtime, lambda: len(hook.requests) >= 3, dispatch=False)
     assert len({r.headers["webhook-id"] for r in hook.requests}) == 1, "the same webhook-id on every retry"

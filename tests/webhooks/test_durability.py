@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import select
-from webhook_support import receiver, run_loops
+from webhook_support import add_active, receiver, run_loops
 
 from m365relay.client import verify_webhook
 from m365relay.db.models import WebhookDeliveryRow
@@ -31,7 +31,7 @@ def test_a_receiver_that_was_down_gets_the_event_after_a_restart(
     with receiver(status=503) as hook:
         first = Runtime(settings)
         first.connectors.save("default", connector_update(sandbox))
-        secret = first.webhooks.add(hook.url, "accepted", "default").secret
+        secret = add_active(first, hook.url, "accepted", "default").secret
         message_id = Relay(runtime=first).enqueue(to=["a@example.com"], subject="s", text="x")
         run_loops(first, lambda: len(hook.requests) >= 2, dispatch=False)
         first.close()  # the process stops with the event undelivered
@@ -59,7 +59,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_with_an_alert_and_replay_del
         try:
             runtime.connectors.save("default", connector_update(sandbox))
             hook_url = hook.url.replace("http://", "http://user:hunter2@") + "?token=abc"
-            endpoint = runtime.webhooks.add(hook_url, "accepted", "default").endpoint
+            endpoint = add_active(runtime, hook_url, "accepted", "default").endpoint
             Relay(runtime=runtime).enqueue(to=["a@example.com"], subject="s", text="x")
             run_loops(runtime, lambda: not runtime.webhooks.get(endpoint.id).enabled, dispatch=False)
             disabled = runtime.webhooks.get(endpoint.id)
@@ -91,7 +91,7 @@ def test_two_processes_on_postgresql_deliver_each_event_once(
     try:
         one.connectors.save("default", connector_update(sandbox))
         with receiver() as hook:
-            one.webhooks.add(hook.url, "accepted", "default")
+            add_active(one, hook.url, "accepted", "default")
             relay = Relay(runtime=one)
             count = 40
             for n in range(count):
@@ -130,7 +130,7 @@ def test_the_delivery_loop_survives_a_receiver_that_never_answers(
     runtime = Runtime(make_settings(tmp_path / "home", database_url, webhook_timeout=0.5, **FAST))
     try:
         runtime.connectors.save("default", connector_update(sandbox))
-        endpoint = runtime.webhooks.add(url, "accepted", "default").endpoint
+        endpoint = add_active(runtime, url, "accepted", "default").endpoint
         Relay(runtime=runtime).enqueue(to=["a@example.com"], subject="s", text="x")
         run_loops(runtime, lambda: runtime.webhooks.get(endpoint.id).last_error is not None, dispatch=False)
         assert runtime.webhooks.get(endpoint.id).last_error == "no answer within 0.5 s"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from m365relay.events.endpoints import IssuedEndpoint
 from m365relay.runtime import Runtime
 
 
@@ -113,3 +114,12 @@ def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def add_active(
+    runtime: Runtime, url: str, events: str | list[str] | None, connector: str = "default"
+) -> IssuedEndpoint:
+    """Add an endpoint and wait until it takes events (ACTIVATION_DELAY after adding: events/fanout.py)."""
+    issued = runtime.webhooks.add(url, events, connector)
+    wait_for(lambda: runtime.clock.now() >= issued.endpoint.active_from, seconds=30)
+    return issued

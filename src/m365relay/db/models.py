@@ -269,10 +269,11 @@ class WebhookEndpointRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
-    # ",accepted,sent," — delimited on both sides so one LIKE in the fan-out statement matches a whole name.
-    events: Mapped[str] = mapped_column(String(255))
+    event_mask: Mapped[int] = mapped_column(Integer)  # one bit per event type (events/kinds.py)
     secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Events from this moment on are delivered (a few seconds after adding or re-enabling: see events/fanout.py).
+    active_from: Mapped[datetime]
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     failing_since: Mapped[datetime | None]
     last_success_at: Mapped[datetime | None]
@@ -291,7 +292,8 @@ class WebhookDeliveryRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
-    webhook_id: Mapped[str] = mapped_column(String(64))  # the webhook-id header: the same on every retry
+    # The webhook-id header, given at the first claim (off the enqueue path); the same on every retry.
+    webhook_id: Mapped[str | None] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(24))
     occurred_at: Mapped[datetime]
     message_ref: Mapped[int | None] = mapped_column(BigInteger)  # messages.id; no foreign key (see above)

@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import String, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..clock import Clock, SystemClock
@@ -143,7 +144,14 @@ class WebhookDeliverer:
             update(D)
             .where(D.id.in_(candidates.scalar_subquery()))
             .values(
-                lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=self.lease), attempts=D.attempts + 1
+                lease_owner=self.owner,
+                lease_expires_at=now + timedelta(seconds=self.lease),
+                attempts=D.attempts + 1,
+                # webhook-id: given once, here rather than on the enqueue path; random per claim + the row's id,
+                # so it is unique even across relays posting to one receiver, and kept for retries and replays.
+                webhook_id=func.coalesce(
+                    D.webhook_id, literal(f"msg_{secrets.token_urlsafe(12)}_") + cast(D.id, String)
+                ),
             )
             .returning(D)
             .execution_options(synchronize_session=False)
@@ -166,7 +174,7 @@ class WebhookDeliverer:
             client,
             job.url,
             job.secret,
-            job.delivery.webhook_id,
+            job.delivery.webhook_id or f"msg_{job.delivery.id}",  # always set by the claim
             render(job.delivery),
             self.clock.now(),
             self.settings.webhook_timeout,

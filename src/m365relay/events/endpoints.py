@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from ..connectors import ConnectorStore, SecretBox
 from ..db.engine import Database
 from ..db.models import WebhookDeliveryRow, WebhookEndpointRow
 from ..errors import NotFoundError, ValidationError
+from .fanout import ACTIVATION_DELAY
 from .kinds import decode_events, encode_events, parse_events
 from .signer import new_secret
 
@@ -69,6 +70,7 @@ class Endpoint:
     url: str  # as entered; only the delivery loop and ``test`` use it — show ``display_url``
     events: tuple[str, ...]
     enabled: bool
+    active_from: datetime
     disabled_reason: str | None
     failing_since: datetime | None
     last_success_at: datetime | None
@@ -147,7 +149,8 @@ class EndpointStore:
             row = WebhookEndpointRow(
                 connector_id=target.id,
                 url=checked_url,
-                events=encode_events(chosen),
+                event_mask=encode_events(chosen),
+                active_from=now + timedelta(seconds=ACTIVATION_DELAY),
                 secret_ciphertext=self.box.encrypt(secret),
                 enabled=True,
                 created_at=now,
@@ -216,6 +219,8 @@ class EndpointStore:
             if delivery_id is not None and count == 0:
                 raise NotFoundError(f"webhook endpoint {endpoint_id} has no delivery {delivery_id}")
             was_disabled = not row.enabled
+            if was_disabled:
+                row.active_from = now + timedelta(seconds=ACTIVATION_DELAY)
             row.enabled, row.disabled_reason, row.failing_since, row.updated_at = True, None, None, now
             detail = {"deliveries": count, "re_enabled": was_disabled}
             audit.record(session, actor, "webhook.replay", str(endpoint_id), detail, remote_addr=remote_addr, at=now)
@@ -265,8 +270,9 @@ def _endpoint(row: WebhookEndpointRow, connector: str) -> Endpoint:
         row.connector_id,
         connector,
         row.url,
-        decode_events(row.events),
+        decode_events(row.event_mask),
         row.enabled,
+        row.active_from,
         row.disabled_reason,
         row.failing_since,
         row.last_success_at,

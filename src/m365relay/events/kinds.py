@@ -46,10 +46,17 @@ def parse_events(values: list[str] | tuple[str, ...] | str | None) -> tuple[str,
     return tuple(t for t in EVENT_TYPES if t in names)
 
 
-def encode_events(events: tuple[str, ...]) -> str:
-    """The stored form: delimited on both sides, so ``LIKE '%,sent,%'`` matches exactly one name."""
-    return "," + ",".join(events) + ","
+def event_bit(event_type: str) -> int:
+    return 1 << EVENT_TYPES.index(event_type)
 
 
-def decode_events(stored: str) -> tuple[str, ...]:
-    return tuple(t for t in stored.split(",") if t)
+def encode_events(events: tuple[str, ...]) -> int:
+    """The stored form: one bit per type, so the fan-out statement tests membership with one ``&``."""
+    mask = 0
+    for event_type in events:
+        mask |= event_bit(event_type)
+    return mask
+
+
+def decode_events(mask: int) -> tuple[str, ...]:
+    return tuple(t for t in EVENT_TYPES if mask & event_bit(t))

@@ -24,7 +24,7 @@ from ..db.engine import Database
 from ..db.groupcommit import GroupCommitter
 from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
-from ..events.fanout import fan_out, fan_out_cursor
+from ..events.fanout import fan_out
 from ..graph.mime import OutgoingMessage
 from .rawsql import RawStatements
 from .records import (
@@ -195,7 +195,7 @@ class Outbox:
             seq += 1
         detail = f"{len(recipients)} recipient(s), {size} bytes, via {fields['source']}"
         raw.insert_event(cursor, {"message_id": new_id, "at": now, "kind": "queued", "detail": detail})
-        fan_out_cursor(cursor, raw.postgres, new_id, now, "queued", detail)  # webhooks: the `accepted` event
+        fan_out(session, new_id, now, "queued", detail)  # webhooks: the `accepted` event, same transaction
         return new_id
 
     # -- claiming ----------------------------------------------------------------------------------
