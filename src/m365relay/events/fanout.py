@@ -4,9 +4,10 @@ was committed has its events queued for delivery too; one that rolled back has n
 
 Cost, since enqueue is the hot path (~1,000 messages a second):
 - kinds no webhook carries (``claimed``, ``released``…) return before anything else;
-- while the database has no endpoint at all, nothing is run: each DB-API connection remembers "none" for
-  ``CACHE_SECONDS`` (in ``Connection.info``, which lives as long as the pooled connection), then asks again
-  with one indexed ``SELECT … LIMIT 1`` in the current transaction;
+- while the database has no endpoint at all, nothing is run: each DB-API connection remembers whether
+  there is any for ``CACHE_SECONDS`` (in ``Connection.info``, which lives as long as the pooled
+  connection), then asks again with one ``SELECT … LIMIT 1`` in the current transaction (a stale "some"
+  costs only an insert of nothing);
 - otherwise one ``INSERT … SELECT`` per event, which inserts nothing unless the message's connector has an
   enabled endpoint subscribed to that event (a bit test on ``event_mask``; a ``LIKE`` here made SQLite
   prepare the statement again on every call).
@@ -31,7 +32,7 @@ from .kinds import FROM_OUTBOX_KIND, event_bit
 
 CACHE_SECONDS = 1.0
 ACTIVATION_DELAY = 2.0  # > CACHE_SECONDS, with a second to spare for clocks of different hosts
-_CACHE_KEY = "m365relay.webhooks.none_until"
+_CACHE_KEY = "m365relay.webhooks.any_endpoint"
 
 _SQL = """
 INSERT INTO webhook_deliveries (endpoint_id, event_type, occurred_at, message_ref, rfc_message_id,
@@ -64,16 +65,19 @@ def fan_out(
         return
     connection = session.connection()
     info = connection.info
-    if info.get(_CACHE_KEY, 0.0) > time.monotonic():
+    known = info.get(_CACHE_KEY)  # (any endpoint?, until when this connection trusts that)
+    now = time.monotonic()
+    if known is not None and known[1] > now and not known[0]:
         return  # this connection saw no endpoint less than CACHE_SECONDS ago
     postgres = connection.dialect.name == "postgresql"
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(ANY_ENDPOINT)
-        if cursor.fetchone() is None:
-            info[_CACHE_KEY] = time.monotonic() + CACHE_SECONDS
-            return
-        info.pop(_CACHE_KEY, None)
+        if known is None or known[1] <= now:
+            cursor.execute(ANY_ENDPOINT)
+            found = cursor.fetchone() is not None
+            info[_CACHE_KEY] = (found, now + CACHE_SECONDS)
+            if not found:
+                return
         naive = at.astimezone(UTC).replace(tzinfo=None)
         values: dict[str, Any] = {
             "type": event_type,
