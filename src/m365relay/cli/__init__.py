@@ -114,8 +114,36 @@ def _register() -> None:
     """Attach the command groups (imported here so ``m365relay --help`` stays fast)."""
     if getattr(_register, "done", False):
         return
-    from . import admin, api_key, cert, connector, demo, doctor, queue, relay_user, rotate, sandbox, send, serve
+    from . import (
+        admin,
+        api_key,
+        cert,
+        connector,
+        demo,
+        doctor,
+        queue,
+        relay_user,
+        rotate,
+        sandbox,
+        send,
+        serve,
+        webhook,
+    )
 
-    for module in (connector, send, queue, serve, sandbox, doctor, cert, rotate, api_key, relay_user, admin, demo):
+    for module in (
+        connector,
+        send,
+        queue,
+        serve,
+        sandbox,
+        doctor,
+        cert,
+        rotate,
+        api_key,
+        relay_user,
+        admin,
+        demo,
+        webhook,
+    ):
         module.register(app)
     _register.done = True  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ from ..outbox import Outbox
 from ..settings import Settings
 from .alerts import DisabledNotice, announce_disabled
 from .endpoints import DELIVERED, FAILED, PENDING, EndpointStore
-from .payload import render
+from .payload import render, render_test
 from .policy import WebhookRetryPolicy
 from .signer import signed_headers
 
@@ -256,3 +256,39 @@ def _host(url: str) -> str:
     except httpx.InvalidURL:
         return "(invalid URL)"
     return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    ok: bool
+    status: int | None
+    error: str | None
+    webhook_id: str
+
+    @property
+    def text(self) -> str:
+        if self.ok:
+            return f"the endpoint answered HTTP {self.status}: it receives signed events"
+        return f"the endpoint did not take the test event: {self.error}"
+
+
+async def send_test(
+    endpoints: EndpointStore,
+    endpoint_id: int,
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> TestResult:
+    """POST a signed ``webhook.test`` event now, outside the queue (nothing is retried or counted)."""
+    clock = clock or SystemClock()
+    endpoint = await asyncio.to_thread(endpoints.get, endpoint_id)
+    secret = await asyncio.to_thread(endpoints.secret, endpoint_id)
+    webhook_id = f"msg_test_{secrets.token_urlsafe(12)}"
+    body = render_test(endpoint.id, endpoint.connector, clock.now())
+    with quiet_http():
+        async with async_client(None, settings.webhook_timeout, transport, max_connections=1) as client:
+            status, error = await post_signed(
+                client, endpoint.url, secret, webhook_id, body, clock.now(), settings.webhook_timeout
+            )
+    return TestResult(error is None, status, error, webhook_id)
