@@ -27,6 +27,8 @@ from .kinds import decode_events, encode_events, parse_events
 from .signer import new_secret
 
 MAX_URL = 2048
+MAX_ID = 2**31 - 1  # webhook_endpoints.id is an INTEGER
+MAX_DELIVERY_ID = 2**63 - 1
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 
@@ -207,6 +209,8 @@ class EndpointStore:
             row = _row(session, endpoint_id, lock=True)
             which = [WebhookDeliveryRow.endpoint_id == endpoint_id]
             if delivery_id is not None:
+                if not 0 < delivery_id <= MAX_DELIVERY_ID:
+                    raise NotFoundError(f"webhook endpoint {endpoint_id} has no delivery {delivery_id}")
                 which.append(WebhookDeliveryRow.id == delivery_id)
             if since is not None:
                 which.append(WebhookDeliveryRow.created_at >= since)
@@ -258,7 +262,8 @@ class EndpointStore:
 
 
 def _row(session: Session, endpoint_id: int, *, lock: bool = False) -> WebhookEndpointRow:
-    row = session.get(WebhookEndpointRow, endpoint_id, with_for_update=lock)
+    # An id past the column's range names nothing (and must not reach the driver as an overflow).
+    row = session.get(WebhookEndpointRow, endpoint_id, with_for_update=lock) if 0 < endpoint_id <= MAX_ID else None
     if row is None:
         raise NotFoundError(f"no webhook endpoint {endpoint_id}", remedy="List them with: m365relay webhook ls")
     return row

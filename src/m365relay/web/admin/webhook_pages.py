@@ -68,10 +68,11 @@ def add(ctx: Ctx) -> Response:
     return _page(ctx, status_code=201, issued=issued)
 
 
-@router.post(PAGE + "/{endpoint_id}/test", name="admin_webhook_test")
-async def test(endpoint_id: int, ctx: Ctx) -> Response:
+@router.post(PAGE + "/{raw_id}/test", name="admin_webhook_test")
+async def test(raw_id: str, ctx: Ctx) -> Response:
     runtime = ctx.runtime
     try:
+        endpoint_id = _number(raw_id)
         result = await send_test(runtime.webhooks, endpoint_id, runtime.settings, clock=runtime.clock)
     except NotFoundError as exc:
         ctx.ui.add_notice(ctx, notice("error", "Not sent", exc.message))
@@ -83,13 +84,14 @@ async def test(endpoint_id: int, ctx: Ctx) -> Response:
     return RedirectResponse(PAGE, status_code=303)
 
 
-@router.post(PAGE + "/{endpoint_id}/replay", name="admin_webhook_replay")
-def replay(endpoint_id: int, ctx: Ctx) -> Response:
+@router.post(PAGE + "/{raw_id}/replay", name="admin_webhook_replay")
+def replay(raw_id: str, ctx: Ctx) -> Response:
     window = REPLAY_WINDOWS.get(ctx.field("since"))
     if window is None:
         ctx.ui.add_notice(ctx, notice("error", "Nothing replayed", "Choose one of the offered time windows."))
         return RedirectResponse(PAGE, status_code=303)
     try:
+        endpoint_id = _number(raw_id)
         count = ctx.runtime.webhooks.replay(
             endpoint_id, since=ctx.runtime.clock.now() - window[1], actor=ctx.actor, remote_addr=ctx.remote_addr
         )
@@ -101,9 +103,10 @@ def replay(endpoint_id: int, ctx: Ctx) -> Response:
     return RedirectResponse(PAGE, status_code=303)
 
 
-@router.post(PAGE + "/{endpoint_id}/remove", name="admin_webhook_remove")
-async def remove(endpoint_id: int, ctx: Ctx) -> Response:
+@router.post(PAGE + "/{raw_id}/remove", name="admin_webhook_remove")
+async def remove(raw_id: str, ctx: Ctx) -> Response:
     try:
+        endpoint_id = _number(raw_id)
         endpoint = await run_in_threadpool(
             ctx.runtime.webhooks.remove, endpoint_id, actor=ctx.actor, remote_addr=ctx.remote_addr
         )
@@ -113,3 +116,10 @@ async def remove(endpoint_id: int, ctx: Ctx) -> Response:
         text = f"{endpoint.shown_url} receives no more events; its undelivered events were dropped."
         ctx.ui.add_notice(ctx, notice("success", f"Endpoint {endpoint_id} removed", text))
     return RedirectResponse(PAGE, status_code=303)
+
+
+def _number(raw: str) -> int:
+    """An endpoint id from the address; anything else names no endpoint (a page, not a 422)."""
+    if not (raw.isdigit() and len(raw) < 10):
+        raise NotFoundError(f"no webhook endpoint {raw[:20]!r}")
+    return int(raw)

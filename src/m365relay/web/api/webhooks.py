@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +23,7 @@ from .models import problem_responses
 router = APIRouter(tags=["webhooks"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 MAX_REPLAY_SECONDS = 31 * 86_400
+EndpointId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The endpoint's id.")]
 
 
 class WebhookCreate(BaseModel):
@@ -56,7 +57,7 @@ class WebhookList(BaseModel):
 
 class WebhookReplay(BaseModel):
     since_seconds: int = Field(86_400, ge=1, le=MAX_REPLAY_SECONDS, description="Replay events of this last while.")
-    delivery_id: int | None = Field(None, description="Replay only this delivery.")
+    delivery_id: int | None = Field(None, ge=1, le=2**63 - 1, description="Replay only this delivery.")
 
 
 class ReplayResult(BaseModel):
@@ -97,7 +98,7 @@ async def add_webhook(body: WebhookCreate, context: Context, key: Admin) -> Webh
 @router.delete(
     "/webhooks/{endpoint_id}", status_code=204, summary="Remove a webhook endpoint", responses=problem_responses(404)
 )
-async def remove_webhook(endpoint_id: int, context: Context, key: Admin) -> Response:
+async def remove_webhook(endpoint_id: EndpointId, context: Context, key: Admin) -> Response:
     await run_in_threadpool(context.runtime.webhooks.remove, endpoint_id, actor=f"api:{key.label}")
     return Response(status_code=204)
 
@@ -106,7 +107,7 @@ async def remove_webhook(endpoint_id: int, context: Context, key: Admin) -> Resp
     "/webhooks/{endpoint_id}/test", response_model=TestOutcome, summary="Send a signed test event",
     responses=problem_responses(404),
 )  # fmt: skip
-async def test_webhook(endpoint_id: int, context: Context, _key: Admin) -> TestOutcome:
+async def test_webhook(endpoint_id: EndpointId, context: Context, _key: Admin) -> TestOutcome:
     """Sent now, outside the queue; `ok` is true when the endpoint answered 2xx within the timeout."""
     runtime = context.runtime
     result = await send_test(runtime.webhooks, endpoint_id, runtime.settings, clock=runtime.clock)
@@ -118,7 +119,7 @@ async def test_webhook(endpoint_id: int, context: Context, _key: Admin) -> TestO
     responses=problem_responses(404, 422),
 )  # fmt: skip
 async def replay_webhook(
-    endpoint_id: int, context: Context, key: Admin, body: WebhookReplay | None = None
+    endpoint_id: EndpointId, context: Context, key: Admin, body: WebhookReplay | None = None
 ) -> ReplayResult:
     """Queue the endpoint's events again, with their original `webhook-id`; a disabled endpoint is enabled."""
     request = body or WebhookReplay()
