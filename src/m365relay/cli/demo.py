@@ -114,6 +114,10 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print(f"  {info.swaks}", markup=False)
     out.print("or with Python's standard library:")
     out.print(f"  {info.python}", markup=False)
+    out.print("Receive its events as signed webhooks (any local HTTP receiver; docs/api.md shows verification):")
+    out.print(
+        f"  m365relay --home {home} webhook add http://127.0.0.1:9000/hooks --events sent,bounced,failed", markup=False
+    )
     out.print()
     out.print(f"The same details as JSON, for scripts: {(home / DEMO_FILE).resolve()}", markup=False)
 
