@@ -127,6 +127,9 @@ class WebhookDeliverer:
 
     def claim(self, limit: int) -> list[Job]:
         now = self.clock.now()
+        with self.db.read() as session:  # a plain read first: an idle relay takes no write lock every poll
+            if session.scalar(select(D.id).where(D.status == PENDING, D.next_attempt_at <= now).limit(1)) is None:
+                return []
         enabled = select(E.id).where(E.enabled.is_(True))
         candidates = (
             select(D.id)
