@@ -9,6 +9,9 @@
                               attachments=["report.pdf"], idempotency_key="backup-2026-05-01")
         message = relay.wait(accepted.id, timeout=60)   # sent, failed or cancelled (or the state at timeout)
 
+Webhook receivers check what the relay sends with ``verify_webhook(body, headers, secret)``
+(webhook_signature.py), which raises ``WebhookVerificationError``.
+
 ``AsyncRelayClient`` has the same methods as coroutines. Errors are raised as the typed exceptions below,
 each carrying the API's problem (``type``, ``detail``, field ``errors``) — never a bare HTTP status.
 They are ``M365RelayError``s: ``transient`` says whether trying again later may succeed.
@@ -28,6 +31,7 @@ from typing import Any
 import httpx
 
 from .errors import M365RelayError
+from .webhook_signature import WebhookVerificationError, verify_webhook  # noqa: F401 - re-exported for receivers
 
 PROBLEM_BASE = "https://m365relay.dev/problems/"
 FINAL = ("sent", "failed", "cancelled")

@@ -15,6 +15,8 @@ from .connectors import ConnectorConfig, ConnectorStore, SecretBox
 from .db import Database, upgrade
 from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
+from .events.delivery import WebhookDeliverer
+from .events.endpoints import EndpointStore
 from .graph import GraphSender
 from .lifecycle import ExpiryWatch
 from .mailbox.inbox import InboxReader
@@ -114,6 +116,14 @@ class Runtime:
             metrics=self.metrics,
             poll_seconds=self.settings.inbox_poll_seconds,
         )
+
+    @cached_property
+    def webhooks(self) -> EndpointStore:
+        """Webhook endpoints (events/endpoints.py); their secrets share the connector secrets' key."""
+        return EndpointStore(self.db, self.box, self.connectors, self.clock)
+
+    def webhook_deliverer(self, *, owner: str | None = None) -> WebhookDeliverer:
+        return WebhookDeliverer(self.db, self.webhooks, self.outbox, self.settings, clock=self.clock, owner=owner)
 
     def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:
         self.metrics.token_requests.labels(connector.name, outcome).inc()

@@ -41,6 +41,7 @@ async def serve(
     try:
         if dispatcher is not None:
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+            tasks.append(asyncio.create_task(runtime.webhook_deliverer().run(stop), name="webhooks"))
         if with_http:
             config = uvicorn.Config(
                 create_app(runtime, dispatcher=dispatcher), host=s.http_host, port=s.http_port,

@@ -133,6 +133,17 @@ class Settings(BaseSettings):
     alert_emails: list[str] = Field(default_factory=list, description="Addresses that receive expiry warnings.")
     alert_webhook_url: str | None = Field(None, description="URL that receives expiry warnings as JSON POSTs.")
 
+    # -- events and webhooks -----------------------------------------------------------------------
+    webhook_timeout: float = Field(15.0, description="Seconds a webhook endpoint has to answer 2xx.")
+    webhook_retry_base_seconds: float = Field(5.0, description="First webhook retry delay; doubles each attempt.")
+    webhook_retry_max_seconds: float = Field(21_600.0, description="Longest delay between two webhook attempts.")
+    webhook_max_age: int = Field(259_200, description="Seconds a webhook delivery is retried before it is given up.")
+    webhook_disable_after: int = Field(
+        259_200, description="Seconds of failures without a success after which an endpoint is disabled (alerted)."
+    )
+    webhook_poll_interval: float = Field(1.0, description="Seconds between webhook queue polls when idle.")
+    webhook_concurrency: int = Field(16, description="Most webhook requests one process has in flight.")
+
     @field_validator("home")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

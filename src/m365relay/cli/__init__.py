@@ -128,9 +128,24 @@ def _register() -> None:
         send,
         serve,
         suppression,
+        webhook,
     )
 
-    for module in (connector, send, queue, serve, sandbox, doctor, cert, rotate, api_key, relay_user, admin, demo):
+    for module in (
+        connector,
+        send,
+        queue,
+        serve,
+        sandbox,
+        doctor,
+        cert,
+        rotate,
+        api_key,
+        relay_user,
+        admin,
+        demo,
+        webhook,
+        suppression,
+    ):
         module.register(app)
-    suppression.register(app)
     _register.done = True  # type: ignore[attr-defined]

@@ -114,6 +114,10 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print(f"  {info.swaks}", markup=False)
     out.print("or with Python's standard library:")
     out.print(f"  {info.python}", markup=False)
+    out.print("Receive its events as signed webhooks (any local HTTP receiver; docs/api.md shows verification):")
+    out.print(
+        f"  m365relay --home {home} webhook add http://127.0.0.1:9000/hooks --events sent,bounced,failed", markup=False
+    )
     out.print()
     domain = info.mailbox.rpartition("@")[2]
     out.print("Try a bounce: send to [bold]nobody@" + domain + "[/] (no such mailbox) or [bold]x@bad.invalid[/];")

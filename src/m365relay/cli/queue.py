@@ -251,6 +251,7 @@ def worker(ctx: typer.Context, quiet: Annotated[bool, typer.Option("--quiet", he
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         task = asyncio.create_task(dispatcher.run(stop))
+        webhooks = asyncio.create_task(runtime.webhook_deliverer().run(stop))  # signed events (events/)
         out.print(f"worker {dispatcher.owner} sending; Ctrl-C stops (in-flight mail finishes or is released)")
         started = time.monotonic()
         try:
@@ -268,6 +269,8 @@ def worker(ctx: typer.Context, quiet: Annotated[bool, typer.Option("--quiet", he
                     await asyncio.wait([task], timeout=0.25)
         finally:
             await task
+            stop.set()  # if the dispatcher ended on its own (an error), the webhook loop ends with it
+            await webhooks
             await runtime.sender.aclose()
         st = dispatcher.stats
         out.print(f"worker stopped: sent {st.sent}, deferred {st.deferred}, failed {st.failed}, released {st.released}")

@@ -302,3 +302,59 @@ class MailboxCursorRow(Base):
     last_read_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     reports: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- events and webhooks ------------------------------------------------------------------------------
+
+
+class WebhookEndpointRow(Base):
+    """A URL that receives one connector's message events, signed per the Standard Webhooks specification."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_mask: Mapped[int] = mapped_column(Integer)  # one bit per event type (events/kinds.py)
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Events from this moment on are delivered (a few seconds after adding or re-enabling: see events/fanout.py).
+    active_from: Mapped[datetime]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    failing_since: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one endpoint: the durable queue the delivery loop claims from. The message's facts are
+    copied in when the event happens, so a purged message does not take its undelivered events with it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    # The webhook-id header, given at the first claim (off the enqueue path); the same on every retry.
+    webhook_id: Mapped[str | None] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(24))
+    occurred_at: Mapped[datetime]
+    message_ref: Mapped[int | None] = mapped_column(BigInteger)  # messages.id; no foreign key (see above)
+    rfc_message_id: Mapped[str | None] = mapped_column(String(998))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    connector_name: Mapped[str] = mapped_column(String(64))
+    recipients: Mapped[list[str]]
+    detail: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]

@@ -24,6 +24,7 @@ from ..db.engine import Database
 from ..db.groupcommit import GroupCommitter
 from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
+from ..events.fanout import fan_out
 from ..graph.mime import OutgoingMessage
 from .rawsql import RawStatements
 from .records import (
@@ -194,6 +195,7 @@ class Outbox:
             seq += 1
         detail = f"{len(recipients)} recipient(s), {size} bytes, via {fields['source']}"
         raw.insert_event(cursor, {"message_id": new_id, "at": now, "kind": "queued", "detail": detail})
+        fan_out(session, new_id, now, "queued", detail)  # webhooks: the `accepted` event, same transaction
         return new_id
 
     # -- claiming ----------------------------------------------------------------------------------
@@ -597,6 +599,7 @@ def _event(
         EVENTS.insert(),
         {"message_id": message_id, "at": at, "kind": kind, "detail": detail, "request_id": request_id},
     )
+    fan_out(session, message_id, at, kind, detail, request_id)  # webhooks, in this same transaction
 
 
 def _by_key(session: Session, connector_id: int, key: str) -> MessageRow | None:

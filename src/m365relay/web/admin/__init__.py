@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ...errors import StoreError
-from . import connector_page, consent, login, outbox_pages, pages, suppression_pages, testing
+from . import connector_page, consent, login, outbox_pages, pages, suppression_pages, testing, webhook_pages
 from .context import LOGIN_PATH, CsrfRejected, SignInRequired, admin_context
 from .headers import AdminHeaders
 from .ui import AdminUI
@@ -43,6 +43,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
         testing.router,
         outbox_pages.router,
         suppression_pages.router,
+        webhook_pages.router,
         pages.fallback,  # last: it answers every other /admin/ path
     ):
         guarded.include_router(router)

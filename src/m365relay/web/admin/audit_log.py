@@ -47,6 +47,10 @@ ACTIONS = {
     "relay_user.update": "SMTP relay user changed",
     "relay_user.password": "SMTP relay user's password changed",
     "relay_user.remove": "SMTP relay user removed",
+    "webhook.add": "Webhook endpoint added",
+    "webhook.remove": "Webhook endpoint removed",
+    "webhook.replay": "Webhook events replayed",
+    "webhook.test": "Webhook test event",
 }
 
 # The filter on the audit page: what each choice matches (action names, or prefixes ending in ".").
@@ -56,6 +60,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "connector": ("Connector settings and credentials", ("connector.",)),
     "consent": ("Admin consent", ("connector.consent", "connector.consent_refused")),
     "outbox": ("Outbox actions", ("message.",)),
+    "webhooks": ("Webhook endpoints", ("webhook.",)),
     "accounts": ("Administrators, API keys, relay users", ("admin.create", "admin.password", "admin.remove",
                                                           "api_key.", "relay_user.")),
 }  # fmt: skip

@@ -11,7 +11,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks", "suppressions")
+ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks", "suppressions", "webhooks")
 
 
 def routers() -> list[APIRouter]:
