@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -98,7 +99,7 @@ class SmtpServer:
                 "smtp_port",
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
                 key="smtp_port",
-                remedy="Choose another address or port (smtp_host, smtp_port), or stop the program using it.",
+                remedy=_bind_remedy(exc, self.port),
             ) from exc
         self.handler = handler
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -142,3 +143,13 @@ class SmtpServer:
             self._committers = None
         smtp_logging.uninstall(self._log_filter, self._log_level)
         log.info("SMTP relay on %s:%s stopped", self.host, self.port)
+
+
+def _bind_remedy(exc: OSError, port: int) -> str:
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        # Ports below 1024 need CAP_NET_BIND_SERVICE, which an unprivileged user lacks (docs/operations.md).
+        return (
+            f"Port {port} needs privilege: under systemd add the drop-in contrib/systemd/low-port.conf; in a "
+            f"container run with --sysctl net.ipv4.ip_unprivileged_port_start={port}; or listen on 2525."
+        )
+    return "Choose another address or port (smtp_host, smtp_port), or stop the program using it."
