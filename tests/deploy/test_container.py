@@ -5,8 +5,9 @@ host networking (loopback only). A message sent with smtplib reaches the sandbox
 HEALTHCHECK passes, and SIGTERM ends the container with status 0 well within `podman stop`'s grace.
 
 Where podman cannot run (no podman, not root for debootstrap, no mirror), the test skips with the reason;
-`.ci/run` prints it. The base image's root filesystem is cached in M365RELAY_CI_CACHE (default
-/var/cache/m365relay-ci), outside the clone, so only the first run on a machine pays for debootstrap.
+`.ci/run` prints it. The base image's root filesystem and the dependency wheels are cached in
+M365RELAY_CI_CACHE (default /var/cache/m365relay-ci), outside the clone, so only the first run on a
+machine pays for debootstrap and for resolving the dependencies.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ STATUS = ROOT / "test-artifacts" / "container-smoke.txt"  # .ci/run prints it af
 
 def cache_dir() -> Path:
     return Path(os.environ.get("M365RELAY_CI_CACHE", "/var/cache/m365relay-ci"))
+
+
+def wheel_cache() -> str:
+    """Dependency wheels kept between runs next to the base image (an empty value: no cache)."""
+    folder = cache_dir() / "wheels"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ""
+    return str(folder) if os.access(folder, os.W_OK) else ""
 
 
 def report(line: str) -> None:
@@ -127,7 +138,7 @@ def image(podman: Podman, base_image: str, timings: dict[str, str]) -> str:
     started = time.monotonic()
     done = subprocess.run(
         [str(script), *args], capture_output=True, text=True, timeout=900,
-        env={**podman.env, "PYTHON": sys.executable, "PODMAN": podman.executable},
+        env={**podman.env, "PYTHON": sys.executable, "PODMAN": podman.executable, "WHEEL_CACHE": wheel_cache()},
     )  # fmt: skip
     assert done.returncode == 0, f"image build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     timings["image"] = f"image built in {time.monotonic() - started:.0f} s"
