@@ -1,5 +1,6 @@
 """``m365relay serve``: the SMTP relay, the HTTP app and the dispatcher in one process, stopped cleanly by
-SIGTERM/SIGINT (the dispatcher finishes or releases in-flight mail; nothing accepted is lost)."""
+SIGTERM/SIGINT (the dispatcher finishes or releases in-flight mail; nothing accepted is lost). Setting the
+``reload`` event (cli/serve.py does on SIGHUP) re-reads the SMTP TLS certificate and key; nothing is closed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from .runtime import Runtime
 from .web import create_app
+
+if TYPE_CHECKING:
+    from .ingress.smtp import SmtpServer
 
 log = logging.getLogger("m365relay.serve")
 
@@ -32,6 +37,7 @@ async def serve(
     with_smtp: bool = True,
     with_worker: bool = True,
     on_ready: Callable[[Endpoints], None] | None = None,
+    reload: asyncio.Event | None = None,
 ) -> None:
     s = runtime.settings
     dispatcher = runtime.dispatcher() if with_worker else None
@@ -46,6 +52,7 @@ async def serve(
             config = uvicorn.Config(
                 create_app(runtime, dispatcher=dispatcher), host=s.http_host, port=s.http_port,
                 log_level="warning", access_log=False, lifespan="on", server_header=False,
+                log_config=None,  # uvicorn's warnings go through our handler: the same format (text or JSON)
             )  # fmt: skip
             http_server = _QuietServer(config)
             tasks.append(asyncio.create_task(http_server.serve(), name="http"))
@@ -58,6 +65,8 @@ async def serve(
 
             smtp_server = SmtpServer(runtime)
             await smtp_server.start()
+            if reload is not None:
+                tasks.append(asyncio.create_task(_reload_tls_on(reload, stop, smtp_server), name="tls-reload"))
         if on_ready is not None:
             on_ready(
                 Endpoints(
@@ -77,6 +86,23 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runtime.sender.aclose()
+
+
+async def _reload_tls_on(request: asyncio.Event, stop: asyncio.Event, smtp_server: SmtpServer) -> None:
+    """Each time ``request`` is set, reload the SMTP certificate, until ``stop``. Requests that arrive while
+    a reload runs are folded into one more reload, so the files read last always win."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            requested = asyncio.ensure_future(request.wait())
+            await asyncio.wait({requested, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            requested.cancel()
+            if stop.is_set():
+                return
+            request.clear()
+            await smtp_server.reload_tls()
+    finally:
+        stopping.cancel()
 
 
 class _QuietServer(uvicorn.Server):

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         "Default: the key file home/secret.key, created with mode 0600 on first use.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event. json: one JSON object per line, for log shipping."
+    )
 
     # -- HTTP: API, admin UI, health -------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Address the HTTP server (API, admin UI) listens on.")

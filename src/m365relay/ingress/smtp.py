@@ -4,6 +4,7 @@ one loop) that authenticates applications and commits their mail to the outbox.
     server = SmtpServer(runtime)            # host/port from settings; port=0 picks a free one
     await server.start()                    # listening when it returns; server.port is the bound port
     ...
+    await server.reload_tls()               # SIGHUP: new STARTTLS sessions use the re-read certificate
     await server.stop()                     # replies in progress finish, then 421 to the rest
 
 docs/smtp.md describes what clients see: extensions, AUTH rules, the From policy, every reply code.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 from ..access.relay_users import RelayUserStore
@@ -57,6 +60,7 @@ class SmtpServer:
         self._log_filter = smtp_logging.CredentialFilter()
         self._log_level = 0
         self._committers: ThreadPoolExecutor | None = None
+        self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         if self._server is not None:
@@ -64,7 +68,7 @@ class SmtpServer:
         s = self.runtime.settings
         if not self.hostname:
             self.hostname = await asyncio.to_thread(socket.getfqdn)  # may ask DNS: once, off the loop
-        tls = await asyncio.to_thread(server_context, s.smtp_tls_cert, s.smtp_tls_key, s.home, self.hostname)
+        self._tls = await self._load_tls()
         self._committers = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="m365relay-smtp-commit")
         handler = RelayHandler(
             self.runtime, self.users, self.rules, hostname=self.hostname, committers=self._committers
@@ -79,7 +83,7 @@ class SmtpServer:
                 decode_data=False,
                 hostname=self.hostname,
                 ident=GREETING_IDENT,
-                tls_context=tls,
+                tls_context=self._tls,  # read per connection: a reload reaches the next session
                 auth_require_tls=True,  # the relay decides per client address (RelayHandler.auth_offered)
                 timeout=IDLE_TIMEOUT_SECONDS,
                 loop=loop,
@@ -95,11 +99,30 @@ class SmtpServer:
                 "smtp_port",
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
                 key="smtp_port",
-                remedy="Choose another address or port (smtp_host, smtp_port), or stop the program using it.",
+                remedy=_bind_remedy(exc, self.port),
             ) from exc
         self.handler = handler
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("SMTP relay listening on %s:%s as %s", self.host, self.port, self.hostname)
+
+    async def reload_tls(self) -> bool:
+        """Re-read the STARTTLS certificate and key (after a renewal, e.g. by certbot), without closing
+        anything: sessions already open keep the context they started with, the next ones get the new one.
+        A pair that does not load is reported and the current one stays in use; returns whether it changed."""
+        if self._server is None:
+            return False
+        try:
+            context = await self._load_tls()
+        except ValidationError as exc:
+            log.error("SMTP TLS certificate not reloaded, the current one stays in use: %s", exc.message)
+            return False
+        self._tls = context
+        log.info("SMTP TLS certificate reloaded; new STARTTLS sessions use it")
+        return True
+
+    async def _load_tls(self) -> ssl.SSLContext:
+        s = self.runtime.settings
+        return await asyncio.to_thread(server_context, s.smtp_tls_cert, s.smtp_tls_key, s.home, self.hostname)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop listening; let messages being committed get their reply; close the other sessions with 421."""
@@ -120,3 +143,13 @@ class SmtpServer:
             self._committers = None
         smtp_logging.uninstall(self._log_filter, self._log_level)
         log.info("SMTP relay on %s:%s stopped", self.host, self.port)
+
+
+def _bind_remedy(exc: OSError, port: int) -> str:
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        # Ports below 1024 need CAP_NET_BIND_SERVICE, which an unprivileged user lacks (docs/operations.md).
+        return (
+            f"Port {port} needs privilege: under systemd add the drop-in contrib/systemd/low-port.conf; in a "
+            f"container run with --sysctl net.ipv4.ip_unprivileged_port_start={port}; or listen on 2525."
+        )
+    return "Choose another address or port (smtp_host, smtp_port), or stop the program using it."
