@@ -82,6 +82,25 @@ class Settings(BaseSettings):
         "enforce: a From the mailbox may not send as is refused with 550 5.7.1.",
     )
     smtp_auth_failures_per_minute: int = Field(5, description="Failed AUTH attempts per client address per minute.")
+    smtp_max_connections: int = Field(
+        200, ge=0, description="Open SMTP connections the relay accepts in total (421 4.7.0 beyond); 0: no limit."
+    )
+    smtp_max_connections_per_client: int = Field(
+        20, ge=0, description="Open SMTP connections per client address (IPv6: per /64); 0: no limit."
+    )
+    smtp_command_timeout: float = Field(
+        300.0, gt=0, description="Seconds the relay waits for the next command (RFC 5321 §4.5.3.2.7) or data block."
+    )
+    smtp_idle_command_resets: int = Field(
+        10, ge=0, description="NOOP/RSET/HELP/VRFY/EXPN in a row that still restart the command timeout."
+    )
+    smtp_max_commands_without_mail: int = Field(
+        100, ge=0, description="Commands (RCPT not counted) a session may send between two messages; 0: no limit."
+    )
+    smtp_min_data_rate: int = Field(
+        500, ge=0, description="Bytes per second DATA must keep up after its first smtp_command_timeout seconds."
+    )
+    smtp_data_timeout: float = Field(1800.0, gt=0, description="Seconds the whole DATA phase of one message may take.")
 
     # -- dispatch --------------------------------------------------------------------------------
     max_in_flight_per_mailbox: int = Field(4, description="Concurrent Graph requests per connector and mailbox.")
