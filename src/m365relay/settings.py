@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(50 * MB, description="Largest request body the API accepts.")
     admin_session_idle_minutes: int = Field(30, description="Admin sessions end after this long without a request.")
     admin_login_attempts: int = Field(5, description="Failed sign-ins per address per 15 minutes before a lockout.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For/-Proto headers are "
+        "believed. Empty (default): the headers are ignored and the client is the socket's peer.",
+    )
 
     # -- SMTP relay ------------------------------------------------------------------------------
     smtp_host: str = Field("127.0.0.1", description="Address the SMTP relay listens on.")
@@ -144,6 +149,19 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, values: list[str]) -> list[str]:
+        """Each entry an address or network: a typo must not silently trust nobody (or, with "*", everybody)."""
+        import ipaddress
+
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        return values
 
     @field_validator("alert_webhook_url")
     @classmethod
