@@ -6,6 +6,7 @@ build a Runtime and hand its parts to whoever needs them.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from functools import cached_property
 
@@ -16,18 +17,23 @@ from .db import Database, upgrade
 from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
 from .graph import GraphSender
+from .homedir import prepare_home
+from .homedir import remedy as home_remedy
 from .lifecycle import ExpiryWatch
 from .metrics import Metrics
 from .outbox import Outbox
 from .outbox.backpressure import Backpressure
 from .settings import Settings
 
+log = logging.getLogger("m365relay.runtime")
+
 
 class Runtime:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        settings.home.mkdir(parents=True, exist_ok=True)
+        for problem in prepare_home(settings.home):
+            log.warning("%s; %s", problem, home_remedy(settings.home))
         self.db = Database(settings.effective_database_url)
         if migrate:
             upgrade(self.db)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..clouds import resolve_cloud
@@ -13,6 +14,8 @@ from ..connectors import ConnectorConfig, Credential
 from ..connectors import validation as rules
 from ..connectors.certificates import load_pair
 from ..errors import ValidationError
+from ..homedir import loose_permissions
+from ..homedir import remedy as home_remedy
 from .result import CheckResult, result
 
 NO_CREDENTIAL_REMEDY = (
@@ -31,9 +34,17 @@ class ConfigOutcome:
     credential_ok: bool  # a usable secret or certificate is stored: the token checks can run
 
 
-def check_config(connector: ConnectorConfig) -> ConfigOutcome:
+def check_config(connector: ConnectorConfig, home: Path | None = None) -> ConfigOutcome:
+    """``home``: the data directory, whose permissions are checked too (a warning: mail still flows)."""
     problems = _field_problems(connector)
     cred_problem, cred_note = _credential_problem(connector.credential)
+    loose = loose_permissions(home) if home is not None else []
+    if loose:
+        assert home is not None
+        said = "; ".join(loose)
+        said = said[0].upper() + said[1:]
+        fix = f"Protect the data directory: {home_remedy(home)}."
+        cred_note = (f"{cred_note[0]}. {said}", f"{cred_note[1]} {fix}") if cred_note else (said, fix)
     if problems:
         everything = problems + ([cred_problem] if cred_problem else [])
         detail = "; ".join(everything)

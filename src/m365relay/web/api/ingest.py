@@ -77,6 +77,7 @@ async def accept(
                 source="api",
                 source_detail=key.label,
                 idempotency_key=submission.idempotency_key,
+                idempotency_scope=f"api-key:{key.id}",  # another application's key never meets this one
                 content_hash=submission.content_hash,
                 save_to_sent_items=submission.save_to_sent_items,
             )

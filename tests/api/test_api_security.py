@@ -1,0 +1,39 @@
+"""Issue 13 over the real API: idempotency keys belong to the API key that made them (item 6), a key bound to
+a connector sees only that connector (item 7), connector checks are cached and rate-limited (item 9), URLs
+the server hands out come from its public address, not the Host header (item 11)."""
+
+from __future__ import annotations
+
+from api_support import Api
+
+from m365relay.runtime import Runtime
+from m365relay.sandbox import SandboxServer
+from support import connector_update
+
+
+def test_idempotency_keys_are_per_api_key(api: Api) -> None:
+    api.add_key("other-app", "send", "read")
+    mine, theirs = api.client("app"), api.client("other-app")
+    body = {"to": ["a@example.com"], "subject": "invoice 7", "text": "Your invoice."}
+    claimed = theirs.post("/messages", json={**body, "text": "pre-claimed"}, headers={"Idempotency-Key": "invoice-7"})
+    assert claimed.status_code == 202
+    first = mine.post("/messages", json=body, headers={"Idempotency-Key": "invoice-7"})
+    assert first.status_code == 202, first.text  # today: 409, the other application took the key first
+    assert first.json()["id"] != claimed.json()["id"]
+    assert "idempotent-replayed" not in first.headers
+    again = mine.post("/messages", json=body, headers={"Idempotency-Key": "invoice-7"})
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    same = theirs.post("/messages", json=body, headers={"Idempotency-Key": "invoice-7"})
+    assert same.status_code == 409  # within one API key the rule is unchanged
+    assert str(first.json()["id"]) not in same.text
+    assert api.runtime.outbox.pending_count() == 2
+
+
+def test_a_bound_key_lists_only_its_connector(api: Api, runtime: Runtime, sandbox: SandboxServer) -> None:
+    second = runtime.connectors.save("second", connector_update(sandbox))
+    api.add_key("bound", "read", connector_id=second.id)
+    bound = api.client("bound").get("/connectors")
+    assert bound.status_code == 200
+    assert [c["name"] for c in bound.json()["items"]] == ["second"]
+    everyone = api.client("reader").get("/connectors").json()["items"]
+    assert sorted(c["name"] for c in everyone) == ["default", "second"]
