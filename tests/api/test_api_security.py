@@ -37,3 +37,33 @@ def test_a_bound_key_lists_only_its_connector(api: Api, runtime: Runtime, sandbo
     assert [c["name"] for c in bound.json()["items"]] == ["second"]
     everyone = api.client("reader").get("/connectors").json()["items"]
     assert sorted(c["name"] for c in everyone) == ["default", "second"]
+
+
+def token_requests(runtime: Runtime) -> float:
+    return sum(
+        sample.value
+        for metric in runtime.metrics.registry.collect()
+        if metric.name == "m365relay_token_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def test_checks_are_cached_and_fresh_runs_are_limited_per_connector(api: Api) -> None:
+    path = f"/connectors/{api.connector.id}/checks"
+    reader = api.client("reader")
+    first = reader.get(path)
+    assert first.status_code == 200, first.text
+    asked = token_requests(api.runtime)
+    assert asked >= 1
+    for _ in range(5):  # polling is answered from the cache: Entra ID is not asked again
+        again = reader.get(path)
+        assert again.status_code == 200 and again.json() == first.json()
+    assert token_requests(api.runtime) == asked
+    admin = api.client("admin")
+    statuses = [admin.post(path, json={"send_test_to": "ops@example.com"}).status_code for _ in range(3)]
+    assert statuses[:2] == [200, 200]  # a test message is always a fresh run, and they are counted
+    assert statuses[2] == 429
+    refused = admin.post(path, json={"send_test_to": "ops@example.com"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert "checked too often" in refused.json()["detail"]
