@@ -4,7 +4,9 @@ the server hands out come from its public address, not the Host header (item 11)
 
 from __future__ import annotations
 
-from api_support import Api
+from pathlib import Path
+
+from api_support import Api, api_settings, serve_api
 
 from m365relay.runtime import Runtime
 from m365relay.sandbox import SandboxServer
@@ -67,3 +69,26 @@ def test_checks_are_cached_and_fresh_runs_are_limited_per_connector(api: Api) ->
     refused = admin.post(path, json={"send_test_to": "ops@example.com"})
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert "checked too often" in refused.json()["detail"]
+
+
+def test_urls_come_from_the_public_base_url_and_other_hosts_are_refused(tmp_path: Path, sandbox: SandboxServer) -> None:
+    runtime = Runtime(api_settings(tmp_path / "home", public_base_url="https://relay.contoso.example"))
+    try:
+        connector = runtime.connectors.save("default", connector_update(sandbox))
+        for api in serve_api(runtime, connector):
+            client = api.client("app")
+            forged = client.post("/messages", json={"to": ["a@example.com"]}, headers={"Host": "evil.example"})
+            assert forged.status_code == 421, forged.text  # today: 202 with Location at evil.example
+            assert forged.headers["content-type"] == "application/problem+json"
+            sent = client.post("/messages", json={"to": ["a@example.com"], "subject": "x"})
+            assert sent.status_code == 202
+            location = sent.headers["location"]
+            assert location.startswith("https://relay.contoso.example/api/v1/messages/")
+            assert sent.json()["status_url"] == location
+            client.post("/messages", json={"to": ["b@example.com"], "subject": "y"})
+            page = client.get("/messages", params={"limit": 1}).json()
+            assert page["next_url"].startswith("https://relay.contoso.example/api/v1/messages?")
+            named = client.get("/messages", params={"limit": 1}, headers={"Host": "relay.contoso.example"})
+            assert named.status_code == 200
+    finally:
+        runtime.close()
