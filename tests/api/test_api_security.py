@@ -92,3 +92,26 @@ def test_urls_come_from_the_public_base_url_and_other_hosts_are_refused(tmp_path
             assert named.status_code == 200
     finally:
         runtime.close()
+
+
+def test_the_openapi_document_says_what_the_server_does(api: Api) -> None:
+    """Issue 13 item 12, the schemathesis findings one by one."""
+    client = api.client("admin")
+    raw = client.get("/messages/raw")  # was 422: GET /messages/{message_id} took "raw" as an id
+    assert raw.status_code == 405 and raw.headers["allow"] == "POST"
+    sent = client.post("/messages", json={"to": ["a@example.com"]}).json()["id"]
+    wrong = client.put(f"/messages/{sent}")
+    assert wrong.status_code == 405 and set(wrong.headers["allow"].split(", ")) >= {"GET", "DELETE"}
+    assert client.get("/messages", params={"created_before": "0.5"}).status_code == 422
+    assert client.get("/messages", params={"cursor": "12345"}).status_code == 200  # any schema-valid cursor
+    spec = api.client(None).get("/openapi.json").json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            answer = operation["responses"].get("422")
+            if answer is not None:
+                assert answer["content"] == {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }, (method, path)
+            if "requestBody" in operation:
+                assert "400" in operation["responses"], (method, path)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]

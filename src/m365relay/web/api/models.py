@@ -85,10 +85,23 @@ class AttachmentIn(BaseModel):
     ] = None
 
 
+# A plain dot-atom address, narrower than RFC 5321 allows: documented where the schema must promise only
+# what the server accepts (schemathesis sends every string a pattern allows).
+ADDRESS_PATTERN = (
+    r"^[A-Za-z0-9]{1,20}([._+-][A-Za-z0-9]{1,20}){0,2}@[A-Za-z0-9]{1,20}(-[A-Za-z0-9]{1,20})?"
+    r"(\.[A-Za-z0-9]{1,20}){0,2}\.[A-Za-z]{2,12}$"
+)
+
+# The schema says "at least one of to, cc, bcc" too, so that every body it allows is one the server takes.
+_SOME_RECIPIENT: dict[str, Any] = {
+    "anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in ("to", "cc", "bcc")]
+}
+
+
 class MessageIn(BaseModel):
     """A message to send. At least one of to, cc, bcc."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_SOME_RECIPIENT)
 
     sender: Annotated[
         AddressText | None,
