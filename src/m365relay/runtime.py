@@ -6,6 +6,7 @@ build a Runtime and hand its parts to whoever needs them.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from functools import cached_property
 
@@ -18,6 +19,8 @@ from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate
 from .events.delivery import WebhookDeliverer
 from .events.endpoints import EndpointStore
 from .graph import GraphSender
+from .homedir import prepare_home
+from .homedir import remedy as home_remedy
 from .lifecycle import ExpiryWatch
 from .mailbox.inbox import InboxReader
 from .metrics import Metrics
@@ -26,12 +29,15 @@ from .outbox.backpressure import Backpressure
 from .settings import Settings
 from .suppression import Suppressions
 
+log = logging.getLogger("m365relay.runtime")
+
 
 class Runtime:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        settings.home.mkdir(parents=True, exist_ok=True)
+        for problem in prepare_home(settings.home):
+            log.warning("%s; %s", problem, home_remedy(settings.home))
         self.db = Database(settings.effective_database_url)
         if migrate:
             upgrade(self.db)

@@ -53,6 +53,9 @@ async def serve(
                 create_app(runtime, dispatcher=dispatcher), host=s.http_host, port=s.http_port,
                 log_level="warning", access_log=False, lifespan="on", server_header=False,
                 log_config=None,  # uvicorn's warnings go through our handler: the same format (text or JSON)
+                # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local process could then
+                # pose as any address (e.g. past the sign-in lockout). Only configured proxies are believed.
+                proxy_headers=bool(s.trusted_proxies), forwarded_allow_ips=list(s.trusted_proxies),
             )  # fmt: skip
             http_server = _QuietServer(config)
             tasks.append(asyncio.create_task(http_server.serve(), name="http"))

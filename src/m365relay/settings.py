@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(50 * MB, description="Largest request body the API accepts.")
     admin_session_idle_minutes: int = Field(30, description="Admin sessions end after this long without a request.")
     admin_login_attempts: int = Field(5, description="Failed sign-ins per address per 15 minutes before a lockout.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For/-Proto headers are "
+        "believed. Empty (default): the headers are ignored and the client is the socket's peer.",
+    )
 
     # -- SMTP relay ------------------------------------------------------------------------------
     smtp_host: str = Field("127.0.0.1", description="Address the SMTP relay listens on.")
@@ -85,6 +90,25 @@ class Settings(BaseSettings):
         "enforce: a From the mailbox may not send as is refused with 550 5.7.1.",
     )
     smtp_auth_failures_per_minute: int = Field(5, description="Failed AUTH attempts per client address per minute.")
+    smtp_max_connections: int = Field(
+        200, ge=0, description="Open SMTP connections the relay accepts in total (421 4.7.0 beyond); 0: no limit."
+    )
+    smtp_max_connections_per_client: int = Field(
+        20, ge=0, description="Open SMTP connections per client address (IPv6: per /64); 0: no limit."
+    )
+    smtp_command_timeout: float = Field(
+        300.0, gt=0, description="Seconds the relay waits for the next command (RFC 5321 §4.5.3.2.7) or data block."
+    )
+    smtp_idle_command_resets: int = Field(
+        10, ge=0, description="NOOP/RSET/HELP/VRFY/EXPN in a row that still restart the command timeout."
+    )
+    smtp_max_commands_without_mail: int = Field(
+        100, ge=0, description="Commands (RCPT not counted) a session may send between two messages; 0: no limit."
+    )
+    smtp_min_data_rate: int = Field(
+        500, ge=0, description="Bytes per second DATA must keep up after its first smtp_command_timeout seconds."
+    )
+    smtp_data_timeout: float = Field(1800.0, gt=0, description="Seconds the whole DATA phase of one message may take.")
 
     # -- dispatch --------------------------------------------------------------------------------
     max_in_flight_per_mailbox: int = Field(4, description="Concurrent Graph requests per connector and mailbox.")
@@ -151,6 +175,19 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, values: list[str]) -> list[str]:
+        """Each entry an address or network: a typo must not silently trust nobody (or, with "*", everybody)."""
+        import ipaddress
+
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        return values
 
     @field_validator("alert_webhook_url")
     @classmethod

@@ -209,3 +209,14 @@ def test_a_granted_consent_wakes_a_paused_connector(
     assert "Not granted: no roles in the token" in page, "the checklist knows consent is what is missing"
     come_back(signed_in, answer_at_microsoft(start(signed_in), "accept", sandbox_ssl_context))
     assert runtime.connectors.get("default").next_probe_at == runtime.clock.now(), "probed at once"
+
+
+def test_a_forged_callback_does_not_cancel_the_pending_consent(
+    signed_in: AdminClient, unconsented: ConnectorConfig, sandbox_ssl_context: ssl.SSLContext
+) -> None:
+    """Issue 13 item 11: a link with the callback's parameters but not this session's state (someone else's
+    page can make the admin's browser open it) is refused and leaves the real request waiting."""
+    location = answer_at_microsoft(start(signed_in), "accept", sandbox_ssl_context)
+    for forged in ("error=access_denied", "admin_consent=True&state=forged-state", "admin_consent=True"):
+        assert "Microsoft's answer was not accepted" in come_back(signed_in, f"{CALLBACK}?{forged}")
+    assert "Admin consent granted" in come_back(signed_in, location)

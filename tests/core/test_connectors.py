@@ -103,7 +103,7 @@ def test_custom_cloud_needs_https_urls(runtime: Runtime, tmp_path: Path) -> None
         runtime.connectors.save("default", ConnectorUpdate(**{**GOOD.__dict__, "cloud": "mars"}))
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("hello")
-    with pytest.raises(ValidationError, match="no PEM certificate"):
+    with pytest.raises(ValidationError, match="is not a readable PEM file"):
         runtime.connectors.save(
             "default",
             ConnectorUpdate(

@@ -75,6 +75,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Whatever the process creates (database, key, TLS files, demo.json, certificates) is for this user only,
+    # whatever umask the shell or the service manager handed down (docs/security.md, file permissions).
+    os.umask(os.umask(0o077) | 0o077)
     _register()
     try:
         result = app(args=argv, prog_name="m365relay", standalone_mode=False)

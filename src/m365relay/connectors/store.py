@@ -84,6 +84,9 @@ class ConnectorStore:
         with self.db.write() as session:
             row = _find(session, name)
             values, errors = _validated(change, row, now.date())
+            moved = _moved(row, values) if not errors else []
+            if moved and not (change.secret or change.certificate):
+                errors.extend(self._reentry_errors(session, row, moved))
             if errors:
                 raise ValidationError.combine(errors)
             if row is None:
@@ -93,6 +96,8 @@ class ConnectorStore:
             for key in changed:
                 setattr(row, key, values[key])
             changed += self._store_credential(session, row, change, now)
+            if moved:
+                changed += self._forget_staged(session, row)
             if changed:
                 row.config_version = (row.config_version or 0) + 1
                 row.updated_at = now
@@ -110,6 +115,35 @@ class ConnectorStore:
                 )
             session.flush()
             return self._config(session, row)
+
+    def _reentry_errors(self, session: Session, row: ConnectorRow | None, moved: list[str]) -> list[ValidationError]:
+        """A stored credential is sent only where it was entered for: when the place it goes to (cloud, login
+        or Graph URL, CA file) or who it is for (tenant, client id) changes, it must be entered again, or an
+        admin could point the connector at a host of their own and read the write-only secret there."""
+        assert row is not None
+        current = _slot_row(session, row.id, "current")
+        if current is None:
+            return []
+        what = "client secret" if current.kind == "secret" else "certificate and private key"
+        return [
+            ValidationError(
+                "Credential",
+                f"changing the {_joined(moved)} needs the {what} entered again: the stored one is sent only to "
+                "the endpoints and app it was entered for",
+                key="secret",
+                remedy="Enter the client secret (with its expiry date) or the certificate together with the change.",
+            )
+        ]
+
+    def _forget_staged(self, session: Session, row: ConnectorRow) -> list[str]:
+        """Credentials staged for a rotation (or kept from the last one) belonged to the old endpoints."""
+        dropped = []
+        for slot in ("next", "old"):
+            staged = _slot_row(session, row.id, slot)
+            if staged is not None:
+                session.delete(staged)
+                dropped.append(f"{slot}_credential")
+        return dropped
 
     def _store_credential(
         self, session: Session, row: ConnectorRow, change: ConnectorUpdate, now: datetime
@@ -470,6 +504,33 @@ def _validated(
     return values, errors
 
 
+# Fields that decide where the credential is sent or whom it identifies (RFC 6749 §2.3: the client
+# authenticates to the token endpoint, so the endpoint must be the one the secret was issued for).
+CREDENTIAL_BOUND = {
+    "client_id": "client id",
+    "tenant_id": "tenant id",
+    "cloud": "cloud",
+    "login_url": "login URL",
+    "graph_url": "Graph URL",
+    "ca_file": "CA file",
+}
+
+
+def _moved(row: ConnectorRow | None, values: dict[str, Any]) -> list[str]:
+    """The credential-bound fields this save changes on an existing connector (their display names)."""
+    if row is None:
+        return []
+    return [
+        label
+        for key, label in CREDENTIAL_BOUND.items()
+        if key in values and (getattr(row, key) or None) != (values[key] or None)
+    ]
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _validated_cloud(
     change: ConnectorUpdate, row: ConnectorRow | None, errors: list[ValidationError]
 ) -> dict[str, Any]:
@@ -481,6 +542,9 @@ def _validated_cloud(
     try:
         ca_path = validation.ca_file(pick("ca_file"))
         resolved = resolve_cloud(cloud, login_url=login_url or None, graph_url=graph_url or None, ca_file=ca_path)
+        if resolved.name == "custom":
+            validation.endpoint_host("login URL", resolved.login_url)
+            validation.endpoint_host("Graph URL", resolved.graph_url)
     except ValidationError as exc:
         exc.key = {"cloud": "cloud", "login URL": "login_url", "Graph URL": "graph_url"}.get(exc.field, "ca_file")
         errors.append(exc)

@@ -4,9 +4,11 @@ in plain words, what is wrong; the same rules serve the CLI, the admin UI and th
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import ValidationError
 
@@ -110,17 +112,60 @@ def secret_expiry(value: date | str | None, *, today: date | None = None) -> dat
     return value
 
 
+MAX_CA_FILE_BYTES = 1024 * 1024
+
+
 def ca_file(value: str | Path | None) -> Path | None:
+    """A readable PEM file of CA certificates. Every failure gives the same answer: an admin screen must not
+    tell whether some file exists or may be read (a way to probe the server's file system)."""
     if value is None or str(value).strip() == "":
         return None
     path = Path(str(value).strip()).expanduser()
+    refusal = ValidationError("CA file", f"{str(path)!r} is not a readable PEM file of CA certificates")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValidationError("CA file", f"cannot read {str(path)!r}: {exc.strerror}") from exc
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ValidationError("CA file", f"{str(path)!r} contains no PEM certificate")
+        if not path.is_file():  # not a directory, FIFO or device (a FIFO would block the read)
+            raise refusal
+        with path.open("rb") as handle:
+            text = handle.read(MAX_CA_FILE_BYTES)
+    except OSError:
+        raise refusal from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise refusal
     return path.resolve()
+
+
+# Hosts a custom cloud may never name: link-local (cloud metadata services live at 169.254.169.254 and
+# fd00:ec2::254), "this network", multicast, and the metadata names. The relay would send the client
+# secret and then mail there.
+_FORBIDDEN_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "224.0.0.0/4", "ff00::/8", "fd00:ec2::254/128", "::/128")
+)
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.azure.com", "instance-data"})
+
+
+def endpoint_host(what: str, url: str) -> str | None:
+    """Refuse a custom cloud URL whose host is link-local or a metadata service; for a private address, the
+    warning to show (None when there is nothing to say). Names are judged as written, not resolved."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if host in _METADATA_NAMES or host.endswith(".internal"):
+            raise ValidationError(what, f"must not name a cloud metadata service ({host})") from None
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in net for net in _FORBIDDEN_NETWORKS):
+        raise ValidationError(
+            what, f"must not be a link-local, metadata or unspecified address ({address}); use the endpoint's name"
+        )
+    if any(address in net for net in _PRIVATE_NETWORKS):
+        return f"the {what} {url} is a private address ({address}): make sure it is the endpoint you mean"
+    return None
 
 
 def add_months(day: date, months: int) -> date:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
+from ..homedir import private_sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -32,7 +33,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(Path(parsed.database))  # 0600 before SQLite creates it with the umask's mode
             self.engine: Engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
             _configure_sqlite(self.engine)
         elif self.dialect == "postgresql":

@@ -124,7 +124,7 @@ class CredentialRow(Base):
 class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("connector_id", "idempotency_key"),
+        UniqueConstraint("connector_id", "idempotency_scope", "idempotency_key"),
         Index("ix_messages_due", "status", "next_attempt_at"),
         Index("ix_messages_connector_due", "connector_id", "status", "next_attempt_at"),
         Index("ix_messages_created", "created_at"),
@@ -145,6 +145,8 @@ class MessageRow(Base):
     source: Mapped[str] = mapped_column(String(16))  # smtp | api | library | cli
     source_detail: Mapped[str | None] = mapped_column(String(128))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # Who the key belongs to ("api-key:7"); '' for the relay's own sends. Keys are unique per scope only.
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="", server_default="")
     content_hash: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..clouds import resolve_cloud
@@ -13,6 +14,8 @@ from ..connectors import ConnectorConfig, Credential
 from ..connectors import validation as rules
 from ..connectors.certificates import load_pair
 from ..errors import ValidationError
+from ..homedir import loose_permissions
+from ..homedir import remedy as home_remedy
 from .result import CheckResult, result
 
 NO_CREDENTIAL_REMEDY = (
@@ -31,9 +34,19 @@ class ConfigOutcome:
     credential_ok: bool  # a usable secret or certificate is stored: the token checks can run
 
 
-def check_config(connector: ConnectorConfig) -> ConfigOutcome:
+def check_config(connector: ConnectorConfig, home: Path | None = None) -> ConfigOutcome:
+    """``home``: the data directory, whose permissions are checked too (a warning: mail still flows)."""
     problems = _field_problems(connector)
     cred_problem, cred_note = _credential_problem(connector.credential)
+    loose = loose_permissions(home) if home is not None else []
+    loose += _private_endpoints(connector)
+    if loose:
+        said = "; ".join(loose)
+        said = said[0].upper() + said[1:]
+        fix = f"Protect the data directory: {home_remedy(home)}." if home is not None else ""
+        if _private_endpoints(connector):
+            fix = f"{fix} Check that the custom cloud's URLs are the endpoints you mean.".strip()
+        cred_note = (f"{cred_note[0]}. {said}", f"{cred_note[1]} {fix}") if cred_note else (said, fix)
     if problems:
         everything = problems + ([cred_problem] if cred_problem else [])
         detail = "; ".join(everything)
@@ -55,6 +68,21 @@ def check_config(connector: ConnectorConfig) -> ConfigOutcome:
     return ConfigOutcome(result("config", "pass", detail), True, True)
 
 
+def _private_endpoints(connector: ConnectorConfig) -> list[str]:
+    cloud = connector.cloud
+    if cloud.name != "custom":
+        return []
+    found = []
+    for what, url in (("login URL", cloud.login_url), ("Graph URL", cloud.graph_url)):
+        try:
+            note = rules.endpoint_host(what, url)
+        except ValidationError:
+            continue  # reported as a field problem
+        if note:
+            found.append(note)
+    return found
+
+
 def _field_problems(connector: ConnectorConfig) -> list[str]:
     problems: list[str] = []
     checks: list[tuple[Callable[[Any], object], Any]] = [
@@ -65,6 +93,8 @@ def _field_problems(connector: ConnectorConfig) -> list[str]:
     cloud = connector.cloud
     if cloud.name == "custom":
         checks.append((lambda c: resolve_cloud("custom", login_url=c.login_url, graph_url=c.graph_url), cloud))
+        checks.append((lambda c: rules.endpoint_host("login URL", c.login_url), cloud))
+        checks.append((lambda c: rules.endpoint_host("Graph URL", c.graph_url), cloud))
     else:
         checks.append((resolve_cloud, cloud.name))
     if cloud.ca_file is not None:

@@ -35,7 +35,7 @@ async def run_checks(
     """
     to = test_address(send_test_to) if send_test_to is not None else None
     now = now or runtime.clock.now()
-    config = check_config(connector)
+    config = check_config(connector, runtime.settings.home)
     if not config.fields_ok:
         reason = "the configuration is incomplete (check 1)"
         return [config.result, *(skipped(c, reason) for c in ("tenant", "app", "credential", "permission", "mailbox"))]

@@ -25,6 +25,7 @@ from ..errors import ValidationError
 from ..runtime import Runtime
 from . import smtp_logging
 from .smtp_handler import RelayHandler
+from .smtp_limits import ConnectionGate, SessionLimits
 from .smtp_policy import ClientRules
 from .smtp_protocol import RelaySMTP
 from .smtp_replies import GREETING_IDENT
@@ -33,7 +34,6 @@ from .smtp_tls import server_context
 log = logging.getLogger("m365relay.smtp")
 SHUTDOWN_GRACE_SECONDS = 30.0  # how long stop() lets a message being committed finish and get its 250
 COMMIT_THREADS = 32  # concurrent messages being parsed and committed (they mostly wait for the commit)
-IDLE_TIMEOUT_SECONDS = 300  # RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command
 
 
 class SmtpServer:
@@ -74,6 +74,8 @@ class SmtpServer:
             self.runtime, self.users, self.rules, hostname=self.hostname, committers=self._committers
         )
         loop = asyncio.get_running_loop()
+        limits = SessionLimits.from_settings(s)
+        self.gate = ConnectionGate(limits)
 
         def protocol() -> RelaySMTP:
             return RelaySMTP(
@@ -85,8 +87,10 @@ class SmtpServer:
                 ident=GREETING_IDENT,
                 tls_context=self._tls,  # read per connection: a reload reaches the next session
                 auth_require_tls=True,  # the relay decides per client address (RelayHandler.auth_offered)
-                timeout=IDLE_TIMEOUT_SECONDS,
+                timeout=limits.command_timeout,
                 loop=loop,
+                limits=limits,
+                gate=self.gate,
             )
 
         self._log_level = smtp_logging.install(self._log_filter, verbose=s.log_level == "debug")

@@ -6,7 +6,12 @@
 * DATA: read into a ``MessageSpool`` (no 35 MB bytes objects joined from lists), with the limits answered by
   their own replies: 552 5.3.4 for size, 554 5.6.0 for lines over 1000 octets. Only CRLF.CRLF ends the data
   (RFC 5321 §4.1.1.4), so bare-LF "smuggling" cannot split one message into two.
-* Input hygiene: CR, LF or NUL inside a HELO/EHLO/MAIL/RCPT argument is refused outright.
+* Input hygiene: CR, LF or NUL inside a HELO/EHLO/MAIL/RCPT argument is refused outright, and a command
+  line ends with CRLF only (RFC 5321 §2.3.8): aiosmtpd splits commands at a bare LF, which let
+  ``MAIL FROM:<a>\nRCPT TO:<b>\r\n`` smuggle a second command past the checks; ``_CommandReader`` reads up
+  to CRLF and the whole line is refused with 501.
+* Session limits (``smtp_limits``): connection caps (421 4.7.0), an idle timer that NOOP and friends stop
+  pushing back, a cap on commands without mail, and a minimum data rate in DATA (421 4.4.2).
 
 Policy (who may relay, recipients, queueing) lives in ``smtp_handler.RelayHandler``.
 """
@@ -17,6 +22,7 @@ import asyncio
 import binascii
 import collections
 import contextlib
+import functools
 import re
 from base64 import b64decode
 from typing import TYPE_CHECKING, Any
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, syntax
 
 from . import smtp_replies as R
+from .smtp_limits import JUNK_COMMANDS, ConnectionGate, DataDeadline, SessionLimits
 from .smtp_message import MessageSpool
 
 if TYPE_CHECKING:
@@ -41,30 +48,140 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
 _LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?"
 _SIMPLE_PATH = re.compile(rf"<({_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*)>")
 _GONE = object()  # the client went away mid-exchange
+DATA_CHECK_LINES = 64  # how often (in lines) DATA checks its deadline: often enough for a drip, cheap for 35 MB
 
 
 def _has_control(arg: str | None) -> bool:
     return arg is not None and any(ch in arg for ch in "\r\n\x00")
 
 
+class BareLineEnd(Exception):
+    """A command line held a CR or LF that was not part of its final CRLF (RFC 5321 §2.3.8)."""
+
+
+class _CommandReader(asyncio.StreamReader):
+    """aiosmtpd reads each command with ``readuntil()`` — no argument, so up to the next LF. Called that way,
+    this reader reads up to CRLF instead and refuses a line with a bare CR or LF inside: an LF alone never
+    ends a command, so nothing after it can run as a command of its own. Calls naming a separator (DATA,
+    AUTH responses) are untouched."""
+
+    async def readuntil(self, separator: bytes | None = None) -> bytes:  # type: ignore[override]
+        if separator is not None:
+            return await super().readuntil(separator)
+        line = await super().readuntil(b"\r\n")
+        body = line[:-2]
+        if b"\n" in body or b"\r" in body:
+            raise BareLineEnd()
+        return line
+
+
 class RelaySMTP(SMTP):
     line_length_limit = READ_LIMIT
 
-    def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
+    def __init__(self, handler: RelayHandler, *, limits: SessionLimits, gate: ConnectionGate, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        # aiosmtpd builds its reader in __init__; build the protocol's reader again as a _CommandReader
+        # before any connection exists (StreamReaderProtocol keeps nothing else from the first one).
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            _CommandReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=self.loop,
+        )
         self.relay = handler
+        self.limits = limits
+        self.gate = gate
+        self._gate_key: str | None = None
+        self._refused = False
+        self._commands = 0  # since the last message (RCPT not counted: it has its own limit)
+        self._junk = 0  # junk commands in a row
+        self._deadline = self._previous_deadline = 0.0
+        self._data_deadline: DataDeadline | None = None
         # aiosmtpd keeps these limits in a dict shared by all instances and grows it on every EHLO.
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_LIMIT, {"MAIL": MAIL_COMMAND_LIMIT})
+        # Every recognised command runs through _counted first (aiosmtpd dispatches from this dict).
+        self._smtp_methods = {name: self._counted(name, method) for name, method in self._smtp_methods.items()}
 
     # -- connection ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None:  # a new connection, not the TLS layer after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self._gate_key = self.gate.admit(peer)
+            if self._gate_key is None:
+                self._refuse(transport)
+                return
         super().connection_made(transport)
         self.relay.opened(self)
 
+    def _refuse(self, transport: asyncio.BaseTransport) -> None:
+        """Over a connection cap: 421 4.7.0 instead of the greeting (RFC 5321 §3.1), then close."""
+        self._refused = True
+        scope = "from your address" if self.gate.total < self.limits.max_connections else "on this relay"
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(R.TOO_MANY_CONNECTIONS(scope=scope).encode() + b"\r\n")
+        transport.close()
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._gate_key is not None:
+            self.gate.release(self._gate_key)
+            self._gate_key = None
+        if self._refused:  # aiosmtpd never saw this connection
+            asyncio.StreamReaderProtocol.connection_lost(self, error)
+            return
         self.relay.closed(self)
         super().connection_lost(error)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineEnd):
+            return R.COMMAND_BARE_LINE_END()
+        status: str = await super().handle_exception(error)
+        return status
+
+    # -- timers and command counts --------------------------------------------------------------------
+
+    def _counted(self, command: str, method: Any) -> Any:
+        @functools.wraps(method)  # keeps aiosmtpd's @syntax attributes, which HELP and EHLO read
+        async def run(arg: str | None) -> None:
+            if await self._over_limits(command):
+                return
+            await method(arg)
+
+        return run
+
+    async def _over_limits(self, command: str) -> bool:
+        """Count the command; True (after 421 and closing) once the session sent too many without mail."""
+        limits = self.limits
+        self._junk = self._junk + 1 if command in JUNK_COMMANDS else 0
+        if self._junk > limits.idle_resets:  # aiosmtpd just pushed the idle timer back: undo that
+            self._arm(self._previous_deadline)
+        if command != "RCPT":
+            self._commands += 1
+        if limits.max_commands_without_mail and self._commands > limits.max_commands_without_mail:
+            await self.push(R.TOO_MANY_COMMANDS())
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        return False
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._previous_deadline = self._deadline
+        self._arm(self.loop.time() + (duration or self._timeout_duration))
+
+    def _arm(self, at: float) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._deadline = at
+        self._timeout_handle = self.loop.call_at(at, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        """RFC 5321 §4.5.3.2: the server may close an idle client; say so with 421 first."""
+        if self.transport is not None and not self.transport.is_closing():
+            data = self._data_deadline
+            reply = R.DATA_TOO_SLOW(rate=data.rate) if data is not None else R.TIMED_OUT()
+            with contextlib.suppress(Exception):
+                self._writer.write(reply.encode() + b"\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def close_for_shutdown(self) -> None:
         """Say goodbye (RFC 5321 §3.8: 421) and close; used when the server stops."""
@@ -238,11 +355,14 @@ class RelaySMTP(SMTP):
             return
         await self.push(R.START_MAIL_INPUT)
         spool = MessageSpool()
+        self._data_deadline = DataDeadline(self.limits, self.loop.time())
         try:
-            problem = await self._receive(spool)
+            problem = await self._receive(spool, self._data_deadline)
         except BaseException:
             spool.close()
             raise
+        finally:
+            self._data_deadline = None
         if problem is _GONE:
             spool.close()
             return
@@ -254,15 +374,20 @@ class RelaySMTP(SMTP):
             else:
                 reply = await self.relay.accept(self.session, self.envelope, spool)  # closes the spool
             self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if reply.startswith("2"):  # a message sent: the session did useful work
+                self._commands = self._junk = 0
+            self._reset_timeout()
             await self.push(reply)
         finally:
             self.relay.replying(False)
 
-    async def _receive(self, spool: MessageSpool) -> str | object | None:
+    async def _receive(self, spool: MessageSpool, deadline: DataDeadline) -> str | object | None:
         """Read the message up to CRLF.CRLF into ``spool``; a refusal reply once the data has been read to its
-        end (RFC 5321 §4.2.5: reply only after the final dot), ``_GONE`` if the client left, else None."""
+        end (RFC 5321 §4.2.5: reply only after the final dot), ``_GONE`` if the client left, else None.
+        The protocol's timer closes the connection at ``deadline`` (or after a silent command_timeout)."""
         reader = self._reader
         state = _DataState(self.relay.max_message_bytes, spool)
+        self._arm(min(deadline.at(), self.loop.time() + self._timeout_duration))
         while True:
             try:
                 line: bytes = await reader.readuntil(b"\r\n")
@@ -272,10 +397,13 @@ class RelaySMTP(SMTP):
                 continue
             except asyncio.IncompleteReadError:
                 return _GONE
+            deadline.received += len(line)
             if state.take(line):
                 return state.refusal()
-            if not state.lines % 1024:
-                self._reset_timeout()  # RFC 5321 §4.5.3.2.6: the timeout is per data block, not per message
+            if not state.lines % DATA_CHECK_LINES:
+                # RFC 5321 §4.5.3.2.6: the timeout is per data block, not per message — but a block must also
+                # keep up the minimum rate, or one client could hold a spool for hours.
+                self._arm(min(deadline.at(), self.loop.time() + self._timeout_duration))
 
 
 class _DataState:

@@ -40,6 +40,13 @@ BAD_SEQUENCE_NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
 COMMAND_CONTROL_CHARACTERS = Reply(
     501, "5.5.2", "Syntax error: CR, LF or NUL inside a command argument (header injection refused)"
 )
+COMMAND_BARE_LINE_END = Reply(
+    501, "5.5.2", "Syntax error: bare LF or CR in a command; a command line ends with CRLF only (RFC 5321 §2.3.8)"
+)
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections {scope}; try again later")
+TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands without sending mail; closing connection")
+TIMED_OUT = Reply(421, "4.4.2", "Timeout exceeded; closing connection")
+DATA_TOO_SLOW = Reply(421, "4.4.2", "Message data too slow (at least {rate} bytes per second); closing connection")
 HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: {verb} hostname")
 DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA")
 TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")

@@ -105,11 +105,13 @@ class Outbox:
         source: str = "library",
         source_detail: str | None = None,
         idempotency_key: str | None = None,
+        idempotency_scope: str = "",
         content_hash: str | None = None,
         save_to_sent_items: bool = True,
     ) -> EnqueueResult:
         """Commit ``message`` to the outbox. ``envelope`` (SMTP RCPT TO) decides who receives it; without
-        one, the To/Cc/Bcc headers do. Returns only after the commit."""
+        one, the To/Cc/Bcc headers do. Returns only after the commit. An idempotency key is unique within
+        its ``idempotency_scope`` (the API key that made it), so applications never see each other's."""
         recipients = _dedupe(envelope if envelope is not None else message.header_recipients())
         if not recipients:
             raise ValidationError("recipients", "the message has no recipients (To, Cc, Bcc or envelope)", key="to")
@@ -127,13 +129,18 @@ class Outbox:
             "source": source,
             "source_detail": source_detail,
             "idempotency_key": idempotency_key,
+            "idempotency_scope": idempotency_scope,
             "content_hash": content_hash,
             "save_to_sent_items": save_to_sent_items,
             "message_id": message_id[:998],
         }
 
         def write(session: Session) -> EnqueueResult:
-            existing = _by_key(session, connector_id, idempotency_key) if idempotency_key is not None else None
+            existing = (
+                _by_key(session, connector_id, idempotency_scope, idempotency_key)
+                if idempotency_key is not None
+                else None
+            )
             if existing is not None:
                 return _same_or_conflict(existing, content_hash)
             return EnqueueResult(self._insert(session, connector_id, message, recipients, now, fields), True)
@@ -145,7 +152,7 @@ class Outbox:
             if idempotency_key is None:
                 raise
             with self.db.read() as session:
-                existing = _by_key(session, connector_id, idempotency_key)
+                existing = _by_key(session, connector_id, idempotency_scope, idempotency_key)
                 if existing is None:
                     raise
                 return _same_or_conflict(existing, content_hash)
@@ -602,9 +609,13 @@ def _event(
     fan_out(session, message_id, at, kind, detail, request_id)  # webhooks, in this same transaction
 
 
-def _by_key(session: Session, connector_id: int, key: str) -> MessageRow | None:
+def _by_key(session: Session, connector_id: int, scope: str, key: str) -> MessageRow | None:
     return session.scalar(
-        select(MessageRow).where(MessageRow.connector_id == connector_id, MessageRow.idempotency_key == key)
+        select(MessageRow).where(
+            MessageRow.connector_id == connector_id,
+            MessageRow.idempotency_scope == scope,
+            MessageRow.idempotency_key == key,
+        )
     )
 
 

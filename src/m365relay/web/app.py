@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from .. import __version__
 from . import admin, health, metrics
 from .api.factory import PREFIX, create_api
+from .publichost import PublicHostMiddleware
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher
@@ -26,4 +27,6 @@ def create_app(runtime: Runtime, *, dispatcher: Dispatcher | None = None) -> Fas
     app.state.api = create_api(runtime)
     app.mount(PREFIX, app.state.api)
     admin.install(app, runtime)
+    if runtime.settings.public_base_url:  # URLs from the configured address, never from the Host header
+        app.add_middleware(PublicHostMiddleware, public_base_url=runtime.settings.public_base_url)
     return app

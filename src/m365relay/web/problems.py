@@ -180,6 +180,20 @@ def _relay_error_problem(exc: M365RelayError) -> tuple[str, list[FieldError], di
     return "internal-error", [], None
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path (Starlette's 405 lists the methods of the first
+    route whose path matches, only). Asked of the routes themselves, one method at a time."""
+    from starlette.routing import Match
+
+    routes = request.app.routes
+    found = [
+        method
+        for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return found
+
+
 def install(app: FastAPI) -> None:
     """Make every error of ``app`` a problem."""
 
@@ -198,7 +212,10 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         slug = _BY_STATUS.get(exc.status_code, "bad-request" if exc.status_code < 500 else "internal-error")
         detail = str(exc.detail) if exc.status_code != 404 else f"nothing at {_instance(request)}"
-        return problem_response(request, slug, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # RFC 9110 §15.5.6: Allow lists every method of the resource, not one route's
+            headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+        return problem_response(request, slug, detail, headers=headers or None)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -140,9 +140,9 @@ async def consent_callback(request: Request, ctx: AdminContext) -> Response:
 
 
 def _match_state(ctx: AdminContext, state: str) -> Answer:
+    """Only the answer carrying this session's state uses up the pending consent: any other GET with the
+    callback's parameters (a forged link, a stale tab) is refused and leaves the real request waiting."""
     pending: dict[str, Any] | None = ctx.session.data.get("consent")
-    if pending is not None:
-        ctx.ui.update_data(ctx, consent=None)  # single use: a replayed answer finds nothing to match
     if not state:
         return Answer(None, "Microsoft's answer carried no state, so it cannot be tied to a request made here.")
     if pending is None:
@@ -157,6 +157,7 @@ def _match_state(ctx: AdminContext, state: str) -> Answer:
             "The answer's state does not match the consent request started in this session; it may come from "
             "another browser or a forged link.",
         )
+    ctx.ui.update_data(ctx, consent=None)  # single use: a replayed answer finds nothing to match
     runtime = ctx.runtime
     try:
         connector_id = read_consent_state(runtime.box, state, runtime.clock.now())

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from ...access.passwords import MAX_PASSWORD_LENGTH
 from .audit_log import record
 from .context import COOKIE, LOGIN_PATH, Ctx, client_address, safe_next
+from .throttle import Verdict
 
 if TYPE_CHECKING:
     from .ui import AdminUI
@@ -88,34 +89,38 @@ def _sign_in(ui: AdminUI, request: Request, fields: dict[str, str]) -> Response:
             "match), so nothing was checked. Please sign in again.",
         )
     addr = client_address(request)
-    verdict = ui.throttle.check(addr or "")
-    if not verdict.allowed:
-        assert verdict.retry_at is not None
-        return _login_page(
-            ui,
-            next_path=next_path,
-            status_code=429,
-            username=username,
-            error=f"Too many failed sign-ins from your address ({verdict.failures} in the last 15 minutes). "
-            f"Sign-in from it is blocked until {verdict.retry_at.strftime('%H:%M UTC')}. If you have forgotten "
-            "the password, an operator can set a new one: m365relay admin set-password USERNAME.",
-        )
-    user = ui.admins.verify(username, fields.get("password", "")[:MAX_PASSWORD_LENGTH])
-    if user is None:
-        record(ui.runtime, "anonymous", "admin.login_failed", _audit_name(ui, username), {}, addr)
-        return _login_page(
-            ui,
-            next_path=next_path,
-            status_code=401,
-            username=username,
-            error="The username or password is not correct.",
-        )
+    with ui.throttle.attempt(addr or "") as verdict:  # reserved before the (slow) password check
+        if not verdict.allowed:
+            return _locked_out(ui, verdict, next_path=next_path, username=username)
+        user = ui.admins.verify(username, fields.get("password", "")[:MAX_PASSWORD_LENGTH])
+        if user is None:
+            record(ui.runtime, "anonymous", "admin.login_failed", _audit_name(ui, username), {}, addr)
+            return _login_page(
+                ui,
+                next_path=next_path,
+                status_code=401,
+                username=username,
+                error="The username or password is not correct.",
+            )
+        record(ui.runtime, f"web:{user.username}", "admin.login", user.username, {}, addr)
     cookie, _session = ui.sessions.create(user)
-    record(ui.runtime, f"web:{user.username}", "admin.login", user.username, {}, addr)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(COOKIE, cookie, path="/admin", httponly=True, samesite="lax", secure=ui.secure_cookies)
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
     return response
+
+
+def _locked_out(ui: AdminUI, verdict: Verdict, *, next_path: str, username: str) -> Response:
+    assert verdict.retry_at is not None
+    return _login_page(
+        ui,
+        next_path=next_path,
+        status_code=429,
+        username=username,
+        error=f"Too many failed sign-ins from your address ({verdict.failures} in the last 15 minutes). "
+        f"Sign-in from it is blocked until {verdict.retry_at.strftime('%H:%M UTC')}. If you have forgotten "
+        "the password, an operator can set a new one: m365relay admin set-password USERNAME.",
+    )
 
 
 def _audit_name(ui: AdminUI, typed: str) -> str | None:

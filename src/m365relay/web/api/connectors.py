@@ -19,15 +19,16 @@ router = APIRouter(tags=["connectors"])
 
 
 @router.get("/connectors", response_model=ConnectorList, summary="List connectors", responses=problem_responses(503))
-async def get_connectors(context: Context, _key: Annotated[ApiKey, Depends(require("read"))]) -> ConnectorList:
+async def get_connectors(context: Context, key: Annotated[ApiKey, Depends(require("read"))]) -> ConnectorList:
     """Whether each connector sends (`active`) or waits for an administrator (`paused`, with `state_reason` and
     `state_remedy`), and its credential's expiry (`expiry.level`: ok, warning from 30 days, critical from 7,
-    expired)."""
+    expired). A key bound to one connector sees that connector only."""
     runtime = context.runtime
 
     def run() -> ConnectorList:
         now = runtime.clock.now()
-        return ConnectorList(items=[connector_view(c, now) for c in runtime.connectors.all()])
+        visible = [c for c in runtime.connectors.all() if key.connector_id is None or c.id == key.connector_id]
+        return ConnectorList(items=[connector_view(c, now) for c in visible])
 
     return await run_in_threadpool(run)
 

@@ -23,6 +23,7 @@ from ...connectors import ConnectorConfig
 from ...errors import NotFoundError
 from ..problems import ProblemError, problem_response
 from ..ratelimit import RateLimiter, retry_after_header
+from .checkcache import CheckCache
 
 if TYPE_CHECKING:
     from ...runtime import Runtime
@@ -76,6 +77,7 @@ class ApiContext:
     keys: ApiKeyStore
     limiter: RateLimiter
     connectors: ConnectorDirectory
+    checks: CheckCache[object]
 
     @classmethod
     def build(cls, runtime: Runtime) -> ApiContext:
@@ -85,6 +87,7 @@ class ApiContext:
             keys=ApiKeyStore(runtime.db, runtime.clock),
             limiter=RateLimiter(s.api_rate_limit, 2 * s.api_rate_limit, clock=runtime.clock),
             connectors=ConnectorDirectory(runtime),
+            checks=CheckCache(runtime.clock),
         )
 
 

@@ -46,13 +46,15 @@ def create_api(runtime: Runtime) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = _problem_media_types(
-                get_openapi(
-                    title=api.title,
-                    version=api.version,
-                    description=api.description,
-                    routes=api.routes,
-                    servers=api.servers,
+            api.openapi_schema = _without_unused(
+                _problem_media_types(
+                    get_openapi(
+                        title=api.title,
+                        version=api.version,
+                        description=api.description,
+                        routes=api.routes,
+                        servers=api.servers,
+                    )
                 )
             )
         return api.openapi_schema
@@ -67,11 +69,35 @@ def create_api(runtime: Runtime) -> FastAPI:
     return api
 
 
+def _without_unused(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's validation-error schemas are referenced by nothing once every 422 is a problem."""
+    schemas = schema.get("components", {}).get("schemas", {})
+    text = str(schema.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name in schemas and f"/schemas/{name}'" not in text:
+            del schemas[name]
+    return schema
+
+
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are ``application/problem+json`` (RFC 9457 §3), which FastAPI cannot declare by model."""
+    """Error responses are ``application/problem+json`` (RFC 9457 §3), which FastAPI cannot declare by model.
+    FastAPI's own 422 (a ``detail`` array) is not what the server sends: every 422 is a problem with
+    ``errors``; and an operation with a body also answers 400 for a body that cannot be parsed at all."""
+    problem = {"$ref": "#/components/schemas/Problem"}
     for item in schema.get("paths", {}).values():
         for operation in item.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": responses["422"].get("description", "A field is invalid; `errors` names each."),
+                    "content": {problems.MEDIA_TYPE: {"schema": problem}},
+                }
+            if "requestBody" in operation and "400" not in responses:
+                responses["400"] = {
+                    "description": "The body could not be parsed (e.g. malformed JSON).",
+                    "content": {problems.MEDIA_TYPE: {"schema": problem}},
+                }
+            for status, response in responses.items():
                 content = response.get("content", {})
                 if status.isdigit() and int(status) >= 400 and "application/json" in content:
                     response["content"] = {problems.MEDIA_TYPE: content["application/json"]}

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...access.api_keys import ApiKey
 from ...connectors import DEFAULT_NAME, ConnectorConfig
-from ...errors import ConflictError, NotFoundError, ValidationError
+from ...errors import ConflictError, NotFoundError
 from ...graph.mime import OutgoingMessage
 from ...suppression import AllSuppressedError, Suppression, refusal_detail
 from ..problems import ProblemError
@@ -52,7 +52,9 @@ def choose_connector(context: ApiContext, key: ApiKey, name: str | None) -> Conn
     try:
         connector = context.connectors.get(wanted)
     except NotFoundError:
-        raise ValidationError("connector", f"there is no connector named {wanted!r}", key="connector") from None
+        # 404, not 422: the request is well-formed, the connector it names does not exist (as a missing
+        # message id is a 404). Any schema-valid name can be sent; only existing ones find something.
+        raise NotFoundError(f"there is no connector named {wanted!r}") from None
     if key.connector_id is not None and connector.id != key.connector_id:
         raise ProblemError("forbidden", f"The API key {key.name!r} may not send through connector {wanted!r}.")
     return connector
@@ -94,6 +96,7 @@ async def accept(
                 source="api",
                 source_detail=key.label,
                 idempotency_key=submission.idempotency_key,
+                idempotency_scope=f"api-key:{key.id}",  # another application's key never meets this one
                 content_hash=submission.content_hash,
                 save_to_sent_items=submission.save_to_sent_items,
             )

@@ -20,7 +20,7 @@ from ...outbox.recipients import RecipientState, states_of
 from ..problems import ProblemError
 from .context import ApiContext, Context, require
 from .ingest import IDEMPOTENCY_PATTERN, Submission, accept, canonical_hash
-from .listing import Filters, decode_cursor, encode_cursor, list_messages
+from .listing import CURSOR_PATTERN, Filters, IsoTime, decode_cursor, encode_cursor, list_messages
 from .models import MessageAccepted, MessageIn, MessagePage, MessageView, problem_responses
 
 router = APIRouter(tags=["messages"])
@@ -44,7 +44,7 @@ Status = Literal["queued", "sending", "deferred", "sent", "failed", "cancelled",
     status_code=202,
     response_model=MessageAccepted,
     summary="Send a message",
-    responses=problem_responses(413, 422, 409, 503),
+    responses=problem_responses(404, 413, 422, 409, 503),
 )
 async def post_message(
     request: Request,
@@ -106,7 +106,7 @@ def _compose(message: MessageIn, headers: dict[str, str], connector: ConnectorCo
 
 
 @router.get(
-    "/messages/{message_id}",
+    "/messages/{message_id:int}",
     response_model=MessageView,
     summary="Follow a message",
     responses=problem_responses(404, 422, 503),
@@ -135,10 +135,10 @@ async def get_messages(
     recipient: Annotated[
         str | None, Query(max_length=320, description="Only messages to an address containing this.")
     ] = None,
-    created_after: Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
-    created_before: Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
+    created_after: Annotated[IsoTime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
+    created_before: Annotated[IsoTime | None, Query(description="ISO 8601; naive times are UTC.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="`next` of the previous page.")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="`next` of the previous page.")] = None,
 ) -> MessagePage:
     """Newest first, `limit` at a time; follow `next` (or `next_url`) for the following page."""
     before_id = decode_cursor(cursor) if cursor is not None else None
@@ -147,8 +147,8 @@ async def get_messages(
         connector_id = None
         if connector is not None:
             found = context.connectors.all().get(connector)
-            if found is None:
-                raise ValidationError("connector", f"there is no connector named {connector!r}", key="connector")
+            if found is None:  # a filter on a connector that does not exist matches nothing
+                return [], None
             connector_id = found.id
         if key.connector_id is not None:  # a key bound to one connector lists only that connector's mail
             if connector_id not in (None, key.connector_id):
@@ -167,7 +167,7 @@ async def get_messages(
 
 
 @router.post(
-    "/messages/{message_id}/retry",
+    "/messages/{message_id:int}/retry",
     response_model=MessageView,
     summary="Retry a message now",
     responses=problem_responses(404, 409, 422, 503),
@@ -191,7 +191,7 @@ async def retry_message(
 
 
 @router.delete(
-    "/messages/{message_id}",
+    "/messages/{message_id:int}",
     response_model=MessageView,
     summary="Cancel a message",
     responses=problem_responses(404, 409, 422, 503),

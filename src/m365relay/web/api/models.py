@@ -48,9 +48,26 @@ def _base64(value: Any) -> bytes:
 
 Text = Annotated[str, AfterValidator(_unicode), AfterValidator(_no_control)]
 Line = Annotated[str, AfterValidator(_unicode), AfterValidator(_one_line)]
+# A plain dot-atom address, narrower than RFC 5321 allows: documented where the schema must promise only
+# what the server accepts (schemathesis sends every string a pattern allows).
+_ADDRESS = (
+    r"[A-Za-z0-9]{1,20}([._+-][A-Za-z0-9]{1,20}){0,2}@[A-Za-z0-9]{1,20}(-[A-Za-z0-9]{1,20})?"
+    r"(\.[A-Za-z0-9]{1,20}){0,2}\.[A-Za-z]{2,12}"
+)
+ADDRESS_PATTERN = f"^{_ADDRESS}$"
+# The documented form of an address field: bare, or with a plain display name. The server also takes
+# quoted and non-ASCII names (RFC 5322 §3.4, RFC 6532); the schema promises the common subset.
+NAMED_ADDRESS_PATTERN = f"^([A-Za-z][A-Za-z ]{{0,30}} <{_ADDRESS}>|{_ADDRESS})$"
+
+
 AddressText = Annotated[
     str,
-    Field(min_length=3, max_length=998, description="An address, optionally with a display name: `Ann <a@b.com>`."),
+    Field(
+        min_length=3,
+        max_length=998,
+        description="An address, optionally with a display name: `Ann <a@b.com>`.",
+        json_schema_extra={"pattern": NAMED_ADDRESS_PATTERN},
+    ),
     AfterValidator(_unicode),
     AfterValidator(_one_line),
 ]
@@ -85,10 +102,24 @@ class AttachmentIn(BaseModel):
     ] = None
 
 
+# The schema says "at least one of to, cc, bcc" too, so that every body it allows is one the server takes.
+# Likewise "inline images (an attachment with a content_id) need an HTML body".
+_SOME_RECIPIENT: dict[str, Any] = {
+    "anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in ("to", "cc", "bcc")],
+    "if": {
+        "required": ["attachments"],
+        "properties": {
+            "attachments": {"contains": {"required": ["content_id"], "properties": {"content_id": {"type": "string"}}}}
+        },
+    },
+    "then": {"required": ["html"], "properties": {"html": {"type": "string"}}},
+}
+
+
 class MessageIn(BaseModel):
     """A message to send. At least one of to, cc, bcc."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_SOME_RECIPIENT)
 
     sender: Annotated[
         AddressText | None,
@@ -107,7 +138,7 @@ class MessageIn(BaseModel):
         description="Custom headers. Names must start with `X-` (Microsoft Graph accepts no others).",
     )
     importance: Literal["low", "normal", "high"] | None = None
-    save_to_sent_items: bool = Field(True, description="Keep a copy in the mailbox's Sent Items.")
+    save_to_sent_items: bool = Field(True, strict=True, description="Keep a copy in the mailbox's Sent Items.")
     connector: Annotated[str | None, Field(max_length=64, description="Connector name; default: `default`.")] = None
 
 

@@ -19,7 +19,7 @@ from ..problems import ProblemError
 from .context import Context, require
 from .ingest import Submission, accept, canonical_hash
 from .messages import IdempotencyKey
-from .models import MessageAccepted, problem_responses
+from .models import ADDRESS_PATTERN, MessageAccepted, problem_responses
 
 router = APIRouter(tags=["messages"])
 
@@ -41,7 +41,7 @@ RAW_BODY: dict[str, Any] = {
     response_model=MessageAccepted,
     summary="Send a ready RFC 5322 message",
     openapi_extra=RAW_BODY,
-    responses=problem_responses(409, 413, 415, 422, 503),
+    responses=problem_responses(404, 409, 413, 415, 422, 503),
 )
 async def post_raw(
     request: Request,
@@ -51,7 +51,11 @@ async def post_raw(
     connector: Annotated[str | None, Query(max_length=64, description="Connector name; default: `default`.")] = None,
     to: Annotated[
         list[str] | None,
-        Query(max_length=500, description="Envelope recipients (repeat `to=`); default: the To/Cc/Bcc headers."),
+        Query(
+            max_length=500,
+            description="Envelope recipients (repeat `to=`); default: the To/Cc/Bcc headers.",
+            json_schema_extra={"items": {"type": "string", "pattern": ADDRESS_PATTERN}},  # what the server takes
+        ),
     ] = None,
     save_to_sent_items: Annotated[bool, Query(description="Keep a copy in Sent Items.")] = True,
     idempotency_key: IdempotencyKey = None,
