@@ -79,6 +79,7 @@ class ConnectorRow(Base):
     cloud: Mapped[str] = mapped_column(String(16))
     login_url: Mapped[str | None] = mapped_column(String(2048))
     graph_url: Mapped[str | None] = mapped_column(String(2048))
+    graph_resource: Mapped[str | None] = mapped_column(String(2048))  # custom clouds (PROTOCOL.md §14)
     ca_file: Mapped[str | None] = mapped_column(String(4096))
     # active | paused; a paused connector keeps its mail queued and is probed until fixed.
     state: Mapped[str] = mapped_column(String(16), default="active")
