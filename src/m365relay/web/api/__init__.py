@@ -11,7 +11,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks")
+ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks", "stats")
 
 
 def routers() -> list[APIRouter]:
