@@ -50,8 +50,8 @@ def rt(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
 
 def bulk_outbox(runtime: Runtime, rows: int) -> None:
     """``rows`` messages spread evenly over the last 31 days, in one statement: every 10th failed, every 10th
-    (+1) still queued, the rest sent 30 s after acceptance; two connectors (every third message to the first); plus a deferral event
-    for every 7th message."""
+    (+1) still queued, the rest sent 30 s after acceptance; every third to the first connector, the rest to
+    the second; plus a deferral event for every 7th message."""
     start = NOW - SPAN
     step = SPAN.total_seconds() / rows
     ids = [c.id for c in runtime.connectors.all()]
