@@ -70,6 +70,8 @@ def _create(ctx: AdminContext, request: Request, form: ConnectorForm, name: str)
                 saved = store.save(name, form.update(), actor=ctx.actor, remote_addr=ctx.remote_addr)
             except ValidationError as exc:
                 form.errors.update(field_errors(exc))
+            except ConflictError as exc:
+                form.errors["form"] = f"{exc.message}. {exc.remedy}".strip()
             else:
                 text = "Next, follow the checklist: register its Redirect URL, store the secret, grant consent."
                 ctx.ui.add_notice(ctx, notice("success", f"Connector {saved.name} created.", text, section="settings"))

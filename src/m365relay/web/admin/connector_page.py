@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from ...connectors import DEFAULT_NAME
-from ...errors import ValidationError
+from ...errors import ConflictError, ValidationError
 from . import connector_view as view
 from .consent import CALLBACK_PARAMS, consent_callback
 from .context import AdminContext, Ctx
@@ -78,6 +78,8 @@ def _save(ctx: AdminContext, request: Request, form: ConnectorForm, name: str) -
             saved = store.save(name, form.update(), actor=ctx.actor, remote_addr=ctx.remote_addr)
         except ValidationError as exc:
             form.errors.update(field_errors(exc))
+        except ConflictError as exc:  # a rule of the store about the change as a whole: say it at the top
+            form.errors["form"] = f"{exc.message}. {exc.remedy}".strip()
         else:
             changed = before is None or before.config_version != saved.config_version
             ctx.ui.add_notice(
