@@ -161,10 +161,11 @@ def test_assertion_outside_its_time_window(runtime: Runtime, sandbox: SandboxSer
 
 
 def test_unknown_resource_scope(runtime: Runtime, sandbox: SandboxServer) -> None:
-    connector = reconfigure(runtime, sandbox, graph_url="https://graph.unknown.example")
+    # A scope built from a resource the tenant does not know (a proxy URL as the Graph resource): AADSTS500011.
+    connector = reconfigure(runtime, sandbox, graph_resource="https://graph.unknown.example")
     error = failure(runtime, connector)
     assert_connector_fault(error, e.InvalidScopeError, "cloud")
-    assert error.code == "AADSTS70011"
+    assert error.code == "AADSTS500011"  # as Entra answers (PROTOCOL.md §14), no longer 70011
 
 
 def token_failure_body(
