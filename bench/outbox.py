@@ -133,7 +133,7 @@ def bare_rate(count: int, latency_ms: float = 50.0, in_flight: int = 4) -> float
                         "grant_type": "client_credentials",
                         "client_id": d["client_id"],
                         "client_secret": d["secret_value"],
-                        "scope": f"{d['url']}/.default",
+                        "scope": "https://graph.microsoft.com/.default",
                     },
                 )
                 headers = {"Authorization": f"Bearer {token.json()['access_token']}", "Content-Type": "text/plain"}

@@ -26,11 +26,19 @@ class Cloud:
     portal_url: str = ""
     instance_name: str = ""  # the cloud_instance_name OIDC discovery reports for this cloud's tenants
     ca_file: Path | None = None
+    # The Graph *resource* tokens are issued for. For Microsoft's clouds it is the Graph URL; a custom cloud
+    # (a proxy or API gateway in front of Graph) keeps the real resource, because Entra only knows the
+    # resource principal of Graph itself: a scope built from the proxy's URL gets AADSTS500011 (PROTOCOL.md §14).
+    resource: str = ""
+
+    @property
+    def graph_resource(self) -> str:
+        return self.resource or self.graph_url
 
     @property
     def scope(self) -> str:
         """The app-only scope for Graph in this cloud (PROTOCOL.md §1: ``{resource}/.default``)."""
-        return f"{self.graph_url}/.default"
+        return f"{self.graph_resource}/.default"
 
     def authority(self, tenant: str) -> str:
         return f"{self.login_url}/{tenant}"
@@ -80,6 +88,7 @@ CLOUDS: Final[dict[str, Cloud]] = {
     ),
 }
 CLOUD_NAMES: Final = (*CLOUDS, "custom")
+DEFAULT_GRAPH_RESOURCE: Final = CLOUDS["global"].graph_url
 
 
 def cloud_for_instance(instance_name: str) -> list[Cloud]:
@@ -88,9 +97,15 @@ def cloud_for_instance(instance_name: str) -> list[Cloud]:
 
 
 def resolve_cloud(
-    name: str, *, login_url: str | None = None, graph_url: str | None = None, ca_file: Path | None = None
+    name: str,
+    *,
+    login_url: str | None = None,
+    graph_url: str | None = None,
+    ca_file: Path | None = None,
+    graph_resource: str | None = None,
 ) -> Cloud:
-    """The Cloud for a connector. ``custom`` requires https login and Graph URLs (MSAL refuses http)."""
+    """The Cloud for a connector. ``custom`` requires https login and Graph URLs (MSAL refuses http); its
+    Graph resource defaults to the global cloud's (PROTOCOL.md §14)."""
     if name in CLOUDS:
         return CLOUDS[name]
     if name != "custom":
@@ -101,6 +116,7 @@ def resolve_cloud(
         _https_base("Graph URL", graph_url),
         "Custom endpoints",
         ca_file=ca_file,
+        resource=_https_base("Graph resource", graph_resource) if graph_resource else DEFAULT_GRAPH_RESOURCE,
     )
 
 

@@ -19,6 +19,7 @@ import os
 import shlex
 import smtplib
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -32,6 +33,7 @@ from .access.relay_users import RelayUserStore
 from .connectors import DEFAULT_NAME, ConnectorConfig, ConnectorUpdate
 from .connectors.validation import add_months
 from .errors import ConflictError, ValidationError
+from .lifecycle import consent_redirect_uri
 from .runtime import Runtime
 from .sandbox import SandboxServer
 from .serve import Endpoints, serve
@@ -83,6 +85,17 @@ def choose_port(requested: int | None, default: int, what: str) -> PortChoice:
     if port_is_free(HOST, default):
         return PortChoice(default)
     return PortChoice(0, f"{what} port {default} is in use; using a free port instead")
+
+
+def concrete_port(choice: PortChoice) -> PortChoice:
+    """A real port number for "any free port". The HTTP port is part of the Redirect URL the demo registers
+    for admin consent (``http://127.0.0.1:PORT/admin/connectors/SMTP.aspx``), so it must be known before the
+    server starts; the moment between this probe and the bind is the only race, and it is on loopback."""
+    if choice.port != 0:
+        return choice
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return PortChoice(int(probe.getsockname()[1]), choice.note)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -152,6 +165,22 @@ def grant_mail_read(sandbox: SandboxServer) -> None:
         client.patch(
             f"/_sandbox/apps/{client_id}", json={"granted_roles": ["Mail.Send", "Mail.Read"]}
         ).raise_for_status()
+
+
+def register_redirect_uri(sandbox: SandboxServer, uri: str) -> None:
+    """Do what the manual's Register Application step (C) asks of the admin: add the relay's Redirect URL to
+    the app's Web redirect URIs, so *Grant admin consent* comes back to the relay instead of stopping at
+    AADSTS50011. Through the sandbox's admin API, as a script against it would; earlier runs' URLs (other
+    ports) stay registered, as they would in Azure."""
+    import httpx
+
+    client_id = str(sandbox.demo_info["client_id"])
+    context = ssl.create_default_context(cafile=str(sandbox.ca_file))
+    with httpx.Client(base_url=sandbox.url, verify=context, timeout=30, trust_env=False) as admin:
+        app = admin.get(f"/_sandbox/apps/{client_id}").raise_for_status().json()
+        uris = [str(u) for u in app.get("redirect_uris", [])]
+        if uri not in uris:
+            admin.patch(f"/_sandbox/apps/{client_id}", json={"redirect_uris": [*uris, uri]}).raise_for_status()
 
 
 def _is_local_sandbox(connector: ConnectorConfig) -> bool:
@@ -277,6 +306,7 @@ async def run_demo(
         await asyncio.to_thread(grant_mail_read, sandbox)
         runtime = await asyncio.to_thread(Runtime, settings)
         await asyncio.to_thread(configure_connector, runtime, sandbox)
+        await asyncio.to_thread(register_redirect_uri, sandbox, consent_redirect_uri(settings))
         relay_password, admin_password = await asyncio.to_thread(ensure_accounts, runtime, previous)
 
         def ready(endpoints: Endpoints) -> None:

@@ -30,12 +30,14 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``m365relay serve`` (without SMTP) in its own thread and event loop, as the process would run it."""
+    """``m365relay serve`` (SMTP only when asked) in its own thread and event loop, as the process would run it."""
 
-    def __init__(self, runtime: Runtime, *, worker: bool = False) -> None:
+    def __init__(self, runtime: Runtime, *, worker: bool = False, smtp: bool = False) -> None:
         self.runtime = runtime
         self.worker = worker
+        self.smtp = smtp
         self.url = ""
+        self.smtp_port: int | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -49,9 +51,10 @@ class LiveServer:
 
             def ready(endpoints: Endpoints) -> None:
                 self.url = endpoints.http_url or ""
+                self.smtp_port = endpoints.smtp_port
                 self._ready.set()
 
-            await serve(self.runtime, self._stop, with_smtp=False, with_worker=self.worker, on_ready=ready)
+            await serve(self.runtime, self._stop, with_smtp=self.smtp, with_worker=self.worker, on_ready=ready)
 
         try:
             asyncio.run(main())

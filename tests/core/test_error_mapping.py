@@ -161,10 +161,11 @@ def test_assertion_outside_its_time_window(runtime: Runtime, sandbox: SandboxSer
 
 
 def test_unknown_resource_scope(runtime: Runtime, sandbox: SandboxServer) -> None:
-    connector = reconfigure(runtime, sandbox, graph_url="https://graph.unknown.example")
+    # A scope built from a resource the tenant does not know (a proxy URL as the Graph resource): AADSTS500011.
+    connector = reconfigure(runtime, sandbox, graph_resource="https://graph.unknown.example")
     error = failure(runtime, connector)
     assert_connector_fault(error, e.InvalidScopeError, "cloud")
-    assert error.code == "AADSTS70011"
+    assert error.code == "AADSTS500011"  # as Entra answers (PROTOCOL.md §14), no longer 70011
 
 
 def token_failure_body(
@@ -199,7 +200,7 @@ def test_token_errors_our_client_never_causes_still_map(
         "client_id": demo["client_id"],
         "grant_type": "client_credentials",
         "client_secret": demo["secret_value"],
-        "scope": f"{sandbox.url}/.default",
+        "scope": "https://graph.microsoft.com/.default",
     }
     tenant = demo["tenant_id"]
     if case == "no_default":
@@ -232,6 +233,9 @@ def test_consent_without_mail_send(runtime: Runtime, connector: ConnectorConfig,
     assert_connector_fault(error, e.PermissionMissingError, "Application permissions", "Mail.Send")
 
 
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+
+
 def graph_token(sandbox: SandboxServer, admin: SandboxAdmin, resource: str | None = None) -> str:
     with httpx.Client(verify=ssl.create_default_context(cafile=str(sandbox.ca_file))) as http:
         app = msal.ConfidentialClientApplication(
@@ -241,7 +245,7 @@ def graph_token(sandbox: SandboxServer, admin: SandboxAdmin, resource: str | Non
             instance_discovery=False,
             http_client=http,
         )
-        result = app.acquire_token_for_client([f"{resource or sandbox.url}/.default"])
+        result = app.acquire_token_for_client([f"{resource or GRAPH_RESOURCE}/.default"])
     token: str = result["access_token"]
     return token
 

@@ -33,7 +33,7 @@ def token_request(api: httpx.Client, server: SandboxServer, **overrides: Any) ->
         "grant_type": "client_credentials",
         "client_id": info["client_id"],
         "client_secret": info["secret_value"],
-        "scope": f"{server.url}/.default",
+        "scope": "https://graph.microsoft.com/.default",
     }
     form.update(overrides)
     form = {k: v for k, v in form.items() if v is not None}

@@ -164,7 +164,7 @@ def test_seed_file_and_lifetime(tmp_path: Path) -> None:
             "grant_type": "client_credentials",
             "client_id": client_id,
             "client_secret": "abcQ~seeded1",
-            "scope": f"{server.url}/.default",
+            "scope": "https://graph.microsoft.com/.default",
         }
         response = httpx.post(f"{server.url}/{tid}/oauth2/v2.0/token", data=form, verify=ctx)
         assert response.json()["expires_in"] == 900

@@ -118,6 +118,6 @@ def test_msal_sees_token_endpoint_unavailable(
         http_client=http_session,
     )
     sandbox_api.put("/_sandbox/faults", json={"token": {"count": 1, "status": 429, "retry_after": "1"}})
-    result = app.acquire_token_for_client([f"{sandbox.url}/.default"])
+    result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert "access_token" not in result
     assert result.get("error") == "temporarily_unavailable"

@@ -106,15 +106,15 @@ def test_discovery_of_other_cloud_tenant(sandbox_api: httpx.Client) -> None:
 
 def test_msal_secret(sandbox: SandboxServer, http_session: requests.Session) -> None:
     app = msal_app(sandbox, http_session, sandbox.demo_info["secret_value"])
-    result = app.acquire_token_for_client([f"{sandbox.url}/.default"])
+    result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert "access_token" in result, result
     assert result["expires_in"] > 300
     assert result["token_source"] == "identity_provider"
-    again = app.acquire_token_for_client([f"{sandbox.url}/.default"])
+    again = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert again["token_source"] == "cache"
     claims = claims_of(result["access_token"])
     tid = sandbox.demo_info["tenant_id"]
-    assert claims["aud"] == sandbox.url
+    assert claims["aud"] == "https://graph.microsoft.com"  # the resource, not the address called
     assert claims["iss"] == f"https://sts.windows.net/{tid}/"
     assert claims["tid"] == tid
     assert claims["appid"] == sandbox.demo_info["client_id"]
@@ -145,7 +145,9 @@ def test_msal_certificate(
         credential["public_certificate"] = cert.cert_pem  # PS256 + x5t#S256
     else:
         credential["thumbprint"] = added.json()["thumbprint_sha1"]  # RS256 + x5t
-    result = msal_app(sandbox, http_session, credential).acquire_token_for_client([f"{sandbox.url}/.default"])
+    result = msal_app(sandbox, http_session, credential).acquire_token_for_client(
+        ["https://graph.microsoft.com/.default"]
+    )
     assert "access_token" in result, result
     assert claims_of(result["access_token"])["appidacr"] == "2"
 
@@ -195,12 +197,17 @@ def test_multi_tenant_alias_rejected(sandbox: SandboxServer, sandbox_api: httpx.
 
 
 def test_invalid_scope(sandbox: SandboxServer, sandbox_api: httpx.Client) -> None:
-    aadsts(
-        token_request(sandbox_api, sandbox, scope="https://unknown.example.com/.default"),
-        70011,
-        "invalid_scope",
-        400,
-    )
+    aadsts(token_request(sandbox_api, sandbox, scope="no-such-resource/.default"), 70011, "invalid_scope", 400)
+
+
+@pytest.mark.parametrize("resource", ["https://unknown.example.com", "SANDBOX"])
+def test_scope_of_an_unknown_resource(sandbox: SandboxServer, sandbox_api: httpx.Client, resource: str) -> None:
+    """A scope built from a proxy's URL, or from the URL the sandbox listens on, names no resource principal:
+    AADSTS500011, as Entra answers (PROTOCOL.md §14). Only the real Graph resource gets a token."""
+    resource = sandbox.url if resource == "SANDBOX" else resource
+    response = token_request(sandbox_api, sandbox, scope=f"{resource}/.default")
+    aadsts(response, 500011, "invalid_resource", 400)
+    assert f"The resource principal named {resource.lower()} was not found" in response.json()["error_description"]
 
 
 def test_scope_without_default(sandbox: SandboxServer, sandbox_api: httpx.Client) -> None:
@@ -246,7 +253,7 @@ def test_basic_auth_and_correlation_id(sandbox: SandboxServer, sandbox_api: http
     correlation = str(uuid.uuid4())
     response = sandbox_api.post(
         f"/{info['tenant_id']}/oauth2/v2.0/token",
-        data={"grant_type": "client_credentials", "scope": f"{sandbox.url}/.default"},
+        data={"grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"},
         headers={"Authorization": f"Basic {basic}", "client-request-id": correlation},
     )
     assert response.status_code == 200, response.text

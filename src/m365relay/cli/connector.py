@@ -64,6 +64,14 @@ def set_(
     ] = None,
     login_url: Annotated[str | None, typer.Option(help="custom cloud: the sign-in base URL (https).")] = None,
     graph_url: Annotated[str | None, typer.Option(help="custom cloud: the Microsoft Graph base URL (https).")] = None,
+    graph_resource: Annotated[
+        str | None,
+        typer.Option(
+            help="custom cloud: the Graph resource tokens are asked for (default https://graph.microsoft.com; "
+            "a national cloud's Graph behind a proxy: its own, e.g. https://graph.microsoft.us).",
+            metavar="URL",
+        ),
+    ] = None,
     ca_file: Annotated[
         str | None, typer.Option(help="custom cloud: PEM CA file to trust instead of the system store.", metavar="PEM")
     ] = None,
@@ -91,6 +99,7 @@ def set_(
         cloud=cloud,
         login_url=login_url,
         graph_url=graph_url,
+        graph_resource=graph_resource,
         ca_file=ca_file,
         secret=secret,
         secret_expires=secret_expires,
@@ -156,6 +165,8 @@ def print_connector(c: ConnectorConfig) -> None:
     table.add_row("Tenant ID", c.tenant_id)
     table.add_row("User Name", c.user_name)
     table.add_row("cloud", f"{c.cloud.name} ({c.cloud.login_url}, {c.cloud.graph_url})")
+    if c.cloud.graph_resource != c.cloud.graph_url:
+        table.add_row("graph resource", f"{c.cloud.graph_resource} (token scope {c.cloud.scope})")
     if c.cloud.ca_file:
         table.add_row("CA file", str(c.cloud.ca_file))
     table.add_row("credential", _credential_text(view["credential"]))

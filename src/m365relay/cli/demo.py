@@ -41,10 +41,17 @@ def demo_command(
 
     Default ports when free, free ones otherwise. Runs until Ctrl-C or SIGTERM. Running it again reuses HOME.
     """
-    from ..demo import DEFAULT_HTTP_PORT, DEFAULT_SANDBOX_PORT, DEFAULT_SMTP_PORT, choose_port, run_demo
+    from ..demo import (
+        DEFAULT_HTTP_PORT,
+        DEFAULT_SANDBOX_PORT,
+        DEFAULT_SMTP_PORT,
+        choose_port,
+        concrete_port,
+        run_demo,
+    )
 
     cli = state(ctx)
-    http = choose_port(http_port, DEFAULT_HTTP_PORT, "HTTP")
+    http = concrete_port(choose_port(http_port, DEFAULT_HTTP_PORT, "HTTP"))  # the consent Redirect URL has it
     smtp = choose_port(smtp_port, DEFAULT_SMTP_PORT, "SMTP")
     sandbox = choose_port(sandbox_port, DEFAULT_SANDBOX_PORT, "sandbox")
     for choice in (http, smtp, sandbox):

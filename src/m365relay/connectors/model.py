@@ -97,6 +97,7 @@ class ConnectorConfig:
             self.tenant_id,
             self.cloud.login_url,
             self.cloud.graph_url,
+            self.cloud.graph_resource,
             str(self.cloud.ca_file),
             str(cred.id if cred else None),
         ]
@@ -130,6 +131,7 @@ class ConnectorConfig:
             "cloud": self.cloud.name,
             "login_url": self.cloud.login_url,
             "graph_url": self.cloud.graph_url,
+            "graph_resource": self.cloud.graph_resource,
             "ca_file": str(self.cloud.ca_file) if self.cloud.ca_file else None,
             "state": self.state,
             "state_reason": self.state_reason,

@@ -10,14 +10,14 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit
 from ..clock import Clock, SystemClock
-from ..clouds import resolve_cloud
+from ..clouds import DEFAULT_GRAPH_RESOURCE, resolve_cloud
 from ..db.engine import Database
-from ..db.models import ConnectorRow, CredentialRow
+from ..db.models import ConnectorRow, CredentialRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
 from . import validation
 from .certificates import CertificateInfo
@@ -25,6 +25,7 @@ from .model import ConnectorConfig, Credential
 from .secretbox import SecretBox, SecretKeyError
 
 DEFAULT_NAME = "default"
+FIELD_KEYS = {"cloud": "cloud", "login URL": "login_url", "Graph URL": "graph_url", "Graph resource": "graph_resource"}
 T = TypeVar("T")
 
 
@@ -39,6 +40,7 @@ class ConnectorUpdate:
     cloud: str | None = None
     login_url: str | None = None
     graph_url: str | None = None
+    graph_resource: str | None = None  # custom cloud only; empty → the default (https://graph.microsoft.com)
     ca_file: str | Path | None = None
     secret: str | None = None
     secret_expires: date | str | None = None
@@ -87,6 +89,8 @@ class ConnectorStore:
             moved = _moved(row, values) if not errors else []
             if moved and not (change.secret or change.certificate):
                 errors.extend(self._reentry_errors(session, row, moved))
+            if row is None:
+                _collect(errors, "name", validation.connector_name, name)
             if errors:
                 raise ValidationError.combine(errors)
             if row is None:
@@ -193,14 +197,23 @@ class ConnectorStore:
             created_at=now,
         )
 
-    def delete(self, ref: str | int, *, actor: str = "cli") -> None:
+    def delete(self, ref: str | int, *, actor: str = "cli", remote_addr: str | None = None) -> None:
+        """Remove a connector and its credentials. Refused while the outbox holds any of its messages (the
+        foreign key is RESTRICT: accepted mail must never lose the connector it goes out through)."""
         with self.db.write() as session:
             row = _find(session, ref)
             if row is None:
                 raise NotFoundError(f"no connector {ref!r}")
+            held = session.scalar(select(func.count()).where(MessageRow.connector_id == row.id))
+            if held:
+                raise ConflictError(
+                    f"connector {row.name} still has {held} message(s) in the outbox",
+                    remedy="Wait until they are sent, or cancel and purge them (m365relay queue cancel / purge), "
+                    "then delete the connector.",
+                )
             session.execute(delete(CredentialRow).where(CredentialRow.connector_id == row.id))
             session.delete(row)
-            audit.record(session, actor, "connector.delete", row.name, {}, at=self.clock.now())
+            audit.record(session, actor, "connector.delete", row.name, {}, remote_addr=remote_addr, at=self.clock.now())
 
     # -- state, driven by the dispatcher ---------------------------------------------------------
 
@@ -414,6 +427,7 @@ class ConnectorStore:
             login_url=row.login_url,
             graph_url=row.graph_url,
             ca_file=Path(row.ca_file) if row.ca_file else None,
+            graph_resource=row.graph_resource,
         )
         return ConnectorConfig(
             id=row.id,
@@ -539,14 +553,21 @@ def _validated_cloud(
         return submitted if submitted is not None else (getattr(row, key) if row is not None else default)
 
     cloud, login_url, graph_url = pick("cloud", "global"), pick("login_url"), pick("graph_url")
+    resource = pick("graph_resource")
     try:
         ca_path = validation.ca_file(pick("ca_file"))
-        resolved = resolve_cloud(cloud, login_url=login_url or None, graph_url=graph_url or None, ca_file=ca_path)
+        resolved = resolve_cloud(
+            cloud,
+            login_url=login_url or None,
+            graph_url=graph_url or None,
+            ca_file=ca_path,
+            graph_resource=resource or None,
+        )
         if resolved.name == "custom":
             validation.endpoint_host("login URL", resolved.login_url)
             validation.endpoint_host("Graph URL", resolved.graph_url)
     except ValidationError as exc:
-        exc.key = {"cloud": "cloud", "login URL": "login_url", "Graph URL": "graph_url"}.get(exc.field, "ca_file")
+        exc.key = FIELD_KEYS.get(exc.field, "ca_file")
         errors.append(exc)
         return {"cloud": cloud}
     custom = resolved.name == "custom"
@@ -554,6 +575,8 @@ def _validated_cloud(
         "cloud": cloud,
         "login_url": resolved.login_url if custom else None,
         "graph_url": resolved.graph_url if custom else None,
+        # Stored only when it differs from the default, so "not set" and "the default" read the same.
+        "graph_resource": resolved.resource if custom and resolved.resource != DEFAULT_GRAPH_RESOURCE else None,
         "ca_file": str(ca_path) if (custom and ca_path) else None,
     }
 

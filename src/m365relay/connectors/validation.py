@@ -168,6 +168,24 @@ def endpoint_host(what: str, url: str) -> str | None:
     return None
 
 
+CONNECTOR_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def connector_name(value: str) -> str:
+    """A new connector's name: it goes into commands (``--name``) and admin URLs, and an all-digit name
+    would read as a connector id, so lower-case letters, digits, ``.``, ``_`` and ``-`` with a letter."""
+    value = (value or "").strip()
+    if not value:
+        raise ValidationError("Name", "is required: a short name such as billing or alerts")
+    if not CONNECTOR_NAME.match(value) or value.isdigit():
+        raise ValidationError(
+            "Name",
+            f"{value!r} is not allowed: use 1–64 lower-case letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit and not only digits (e.g. billing)",
+        )
+    return value
+
+
 def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1

@@ -79,6 +79,7 @@ class ConnectorRow(Base):
     cloud: Mapped[str] = mapped_column(String(16))
     login_url: Mapped[str | None] = mapped_column(String(2048))
     graph_url: Mapped[str | None] = mapped_column(String(2048))
+    graph_resource: Mapped[str | None] = mapped_column(String(2048))  # custom clouds (PROTOCOL.md §14)
     ca_file: Mapped[str | None] = mapped_column(String(4096))
     # active | paused; a paused connector keeps its mail queued and is probed until fixed.
     state: Mapped[str] = mapped_column(String(16), default="active")
@@ -127,7 +128,10 @@ class MessageRow(Base):
         UniqueConstraint("connector_id", "idempotency_scope", "idempotency_key"),
         Index("ix_messages_due", "status", "next_attempt_at"),
         Index("ix_messages_connector_due", "connector_id", "status", "next_attempt_at"),
-        Index("ix_messages_created", "created_at"),
+        # (created_at, connector_id) and (status, updated_at, connector_id) cover the dashboard's counts of mail
+        # accepted / sent / failed in an hour per connector (activity.py) without reading the rows.
+        Index("ix_messages_created", "created_at", "connector_id"),
+        Index("ix_messages_outcome", "status", "updated_at", "connector_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -177,6 +181,7 @@ class MessageChunkRow(Base):
 
 class MessageEventRow(Base):
     __tablename__ = "message_events"
+    __table_args__ = (Index("ix_message_events_kind_at", "kind", "at"),)  # deferrals per hour (activity.py)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
@@ -184,6 +189,20 @@ class MessageEventRow(Base):
     kind: Mapped[str] = mapped_column(String(24))
     detail: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ActivityHourRow(Base):
+    """What each connector did in one closed UTC hour, counted once from the outbox and kept: the dashboard's
+    24-hour and 30-day charts read these instead of counting millions of messages on every view."""
+
+    __tablename__ = "activity_hours"
+
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix time // 3600
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    deferred: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class BudgetBucketRow(Base):

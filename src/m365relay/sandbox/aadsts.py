@@ -139,6 +139,19 @@ def invalid_scope(scope: str) -> AadstsError:
     )
 
 
+def resource_not_found(resource: str, tenant: str) -> AadstsError:
+    """A scope naming a resource the tenant has no service principal for, e.g. a proxy's URL in front of
+    Graph (PROTOCOL.md §14): Entra answers ``invalid_resource`` AADSTS500011."""
+    return AadstsError(
+        500011,
+        "invalid_resource",
+        400,
+        f"The resource principal named {resource} was not found in the tenant named {tenant}. This can happen "
+        "if the application has not been installed by the administrator of the tenant or consented to by any "
+        "user in the tenant. You might have sent your authentication request to the wrong tenant.",
+    )
+
+
 def several_resources(scope: str) -> AadstsError:
     return AadstsError(
         28000,

@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, consent, drafts, graph, identity, inbox_graph, viewer
+from . import admin, consent, drafts, graph, identity, inbox_graph, portal, viewer
 from .state import Sandbox
 
 # Graph path segments are case-insensitive (`/Users/x/SendMail` works) [obs]; routes use one spelling.
@@ -53,6 +53,7 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
         *graph_rest,
         *admin.routes(sandbox),
         *viewer.routes(sandbox, templates),
+        *portal.routes(sandbox, templates),
         *consent.routes(sandbox, templates),
         *identity.routes(sandbox),
     ]

@@ -31,7 +31,7 @@ def _announce(server: SandboxServer) -> None:
         typer.echo(f"  secret value:  {info['secret_value']}")
         typer.echo(f"  secret id:     {info['secret_id']}")
         typer.echo(f"  mailbox:       {info['mailbox']}")
-        typer.echo(f"  login URL:     {server.url}  (scope {server.url}/.default)")
+        typer.echo(f"  login URL:     {server.url}  (scope https://graph.microsoft.com/.default)")
         typer.echo(f"  written to:    {server.data_dir / DEMO_INFO_FILE}")
     typer.echo("Press Ctrl+C to stop.")
 

@@ -68,6 +68,22 @@ def _validate(sandbox: Sandbox, alias: str, params: dict[str, str]) -> ConsentRe
     return ConsentRequest(tenant, app, redirect_uri, params.get("scope", ""), params.get("state"))
 
 
+def _scope_error(sandbox: Sandbox, consent: ConsentRequest) -> str | None:
+    """The AADSTS text when the scope does not name the cloud's real Graph resource (PROTOCOL.md §4, §14).
+
+    Once the redirect URI is known to be registered, errors go back to it (RFC 6749 §4.1.2.1), so the
+    application can tell the admin; an unknown resource is AADSTS500011 as at the token endpoint."""
+    scopes = consent.scope.split()
+    if not scopes:
+        return "AADSTS900144: The request body must contain the following parameter: 'scope'."
+    known = sandbox.graph_resources()
+    for item in scopes:
+        resource = item.removesuffix("/.default").rstrip("/").lower()
+        if resource not in known:
+            return str(aadsts.resource_not_found(resource, consent.tenant.id))
+    return None
+
+
 def _redirect(consent: ConsentRequest, params: dict[str, str]) -> Response:
     if consent.state is not None:
         params["state"] = consent.state
@@ -91,6 +107,10 @@ def routes(sandbox: Sandbox, templates: Environment) -> list[BaseRoute]:
             consent = _validate(sandbox, request.path_params["tenant"], params)
         except AadstsError as error:
             return error_page(error)
+        problem = _scope_error(sandbox, consent)
+        if problem is not None:
+            code = "invalid_request" if "900144" in problem else "invalid_resource"
+            return _redirect(consent, {"error": code, "error_description": problem})
         if request.method == "GET":
             html = templates.get_template("consent.html").render(
                 app=consent.app, tenant=consent.tenant, params=params, action=request.url.path

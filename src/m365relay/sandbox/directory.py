@@ -101,9 +101,13 @@ class Secret:
     secret_id: str
     value: str
     expires_at: datetime
+    description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"secret_id": self.secret_id, "value": self.value, "expires_at": iso_z(self.expires_at)}
+        out = {"secret_id": self.secret_id, "value": self.value, "expires_at": iso_z(self.expires_at)}
+        if self.description:
+            out["description"] = self.description
+        return out
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,7 @@ def parse_secret(data: dict[str, Any], client_id: str = "") -> Secret:
         raise ValueError("secret expires_at must be an ISO-8601 string")
     secret_id = data.get("secret_id") or stable_guid("secret", client_id, value)
     expiry = parse_iso(expires) if expires else datetime.now(UTC) + DEFAULT_SECRET_LIFETIME
-    return Secret(_guid(secret_id, "secret_id"), value, expiry)
+    return Secret(_guid(secret_id, "secret_id"), value, expiry, str(data.get("description") or ""))
 
 
 def parse_app(data: dict[str, Any]) -> App:

@@ -133,8 +133,10 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return (unquote(user), unquote(password)) if sep else None
 
 
-def _resource_of(sandbox: Sandbox, request: Request, scope: str) -> str:
-    """The `aud` for this scope: one resource, `/.default` only (AADSTS1002012/28000/70011)."""
+def _resource_of(sandbox: Sandbox, scope: str, tenant: str) -> str:
+    """The `aud` for this scope: one resource, `/.default` only (AADSTS1002012/28000/70011), and a resource
+    the tenant knows — the real Graph of its cloud, never the URL the sandbox happens to listen on
+    (AADSTS500011, PROTOCOL.md §14)."""
     scopes = scope.split()
     if not scopes:
         raise aadsts.missing_parameter("scope")
@@ -144,11 +146,12 @@ def _resource_of(sandbox: Sandbox, request: Request, scope: str) -> str:
     resources = {item[: -len("/.default")].rstrip("/").lower() for item in scopes}
     if len(resources) > 1:
         raise aadsts.several_resources(scope)
-    known = sandbox.graph_resources()
-    known[request_base(request).lower()] = sandbox.base_url
-    audience = known.get(resources.pop())
+    resource = resources.pop()
+    audience = sandbox.graph_resources().get(resource)
     if audience is None:
-        raise aadsts.invalid_scope(scope)
+        if not (resource.startswith(("https://", "http://", "api://")) or is_guid(resource)):
+            raise aadsts.invalid_scope(scope)
+        raise aadsts.resource_not_found(resource, tenant)
     return audience
 
 
@@ -219,7 +222,7 @@ async def _issue(sandbox: Sandbox, request: Request, tenant_ident: str) -> Respo
         raise aadsts.app_not_found(client_id, tenant_ident)
     if not app.enabled:
         raise aadsts.app_disabled(app.client_id, app.display_name)
-    audience = _resource_of(sandbox, request, form["scope"])
+    audience = _resource_of(sandbox, form["scope"], tenant_ident)
     now = sandbox.clock.now()
     certificate = _check_credential(sandbox, request, tenant, app, form, basic, now)
     issued = sandbox.tokens.issue(

@@ -100,7 +100,7 @@ def measure(info: dict[str, Any], clients: int, seconds: float) -> tuple[int, in
                 "grant_type": "client_credentials",
                 "client_id": info["client_id"],
                 "client_secret": info["secret_value"],
-                "scope": f"{url}/.default",
+                "scope": "https://graph.microsoft.com/.default",
             },
         ).json()["access_token"]
         path = f"/v1.0/users/{info['mailbox']}/sendMail"

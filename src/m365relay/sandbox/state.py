@@ -105,14 +105,13 @@ class Sandbox:
     def graph_resources(self) -> dict[str, str]:
         """Resource identifiers the token endpoint knows, lower-cased → the `aud` it issues.
 
-        The sandbox's own base URL is its Graph; the real Graph host of its cloud is accepted too
-        so a client configured with the public scope still works. Exchange Online is known but its
-        tokens are useless for Graph (PROTOCOL.md §9 uses it for SMTP).
+        Only the real Graph resource of the sandbox's cloud (by URL or appId) — not the URL the sandbox
+        listens on: Entra issues tokens for resource principals, whatever address the calls then go to,
+        and a scope built from a proxy's URL gets AADSTS500011 (PROTOCOL.md §14). Exchange Online is known
+        but its tokens are useless for Graph (PROTOCOL.md §9 uses it for SMTP).
         """
         graph = f"https://{CLOUDS[self.cloud].msgraph_host}"
         out = {
-            self.base_url.lower(): self.base_url,
-            self.base_url.replace("127.0.0.1", "localhost").lower(): self.base_url,
             graph: graph,
             "00000003-0000-0000-c000-000000000000": graph,
             "https://outlook.office365.com": "https://outlook.office365.com",
@@ -121,4 +120,4 @@ class Sandbox:
         return out
 
     def graph_audiences(self) -> set[str]:
-        return {self.base_url, f"https://{CLOUDS[self.cloud].msgraph_host}"}
+        return {f"https://{CLOUDS[self.cloud].msgraph_host}"}

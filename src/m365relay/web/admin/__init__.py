@@ -16,7 +16,18 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ...errors import StoreError
-from . import connector_page, consent, login, outbox_pages, pages, suppression_pages, testing, webhook_pages
+from . import (
+    access_pages,
+    connector_list,
+    connector_page,
+    consent,
+    login,
+    outbox_pages,
+    pages,
+    suppression_pages,
+    testing,
+    webhook_pages,
+)
 from .context import LOGIN_PATH, CsrfRejected, SignInRequired, admin_context
 from .headers import AdminHeaders
 from .ui import AdminUI
@@ -38,7 +49,9 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     for router in (
         login.private,
         pages.router,
+        connector_list.router,
         connector_page.router,
+        access_pages.router,
         consent.router,
         testing.router,
         outbox_pages.router,

@@ -75,6 +75,7 @@ FIELD_LABELS = {
     "cloud": "Cloud",
     "login_url": "Login URL",
     "graph_url": "Graph URL",
+    "graph_resource": "Graph resource",
     "ca_file": "CA file",
 }
 

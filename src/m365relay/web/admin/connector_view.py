@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ...clouds import CLOUDS
-from ...connectors import ConnectorConfig, Credential
+from ...clouds import CLOUDS, DEFAULT_GRAPH_RESOURCE
+from ...connectors import DEFAULT_NAME, ConnectorConfig, Credential
 from ...connectors.expiry import expiry_state
 from ...lifecycle import consent_redirect_uri
 from .audit_log import last_consent
@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 PAGE = "/admin/connectors/smtp"
 ALIAS = "/admin/connectors/SMTP.aspx"  # the manual's Redirect URL path (lifecycle.consent.CONSENT_PATH)
+LIST = "/admin/connectors"
+NAMED = "/admin/connectors/edit"  # + /{name}: the page of any connector (``default`` also answers at PAGE)
+NEW = "/admin/connectors/new"
+
+
+def page_url(name: str) -> str:
+    """The page of connector ``name``: the manual's address for ``default``, ``/admin/connectors/edit/NAME``
+    for the others (names are ``[a-z0-9._-]``, so they need no quoting)."""
+    return PAGE if name == DEFAULT_NAME else f"{NAMED}/{name}"
+
+
 CONSENT_KINDS = ("ConsentMissingError", "PermissionMissingError")
 
 
@@ -91,6 +102,14 @@ CLOUD_FIELDS = (
         placeholder="https://",
     ),
     FieldSpec(
+        "graph_resource",
+        "Graph resource",
+        "The resource tokens are asked for: leave empty for https://graph.microsoft.com. Behind a proxy or API "
+        "gateway the Graph URL changes but this does not (Entra answers AADSTS500011 to a scope built from the "
+        "proxy's URL); a national cloud's Graph behind a proxy keeps its own, e.g. https://graph.microsoft.us.",
+        placeholder="https://graph.microsoft.com",
+    ),
+    FieldSpec(
         "ca_file",
         "CA file",
         "Optional: a PEM file on this server with the certificate authority to trust for these URLs (a proxy "
@@ -127,6 +146,7 @@ def form_values(connector: ConnectorConfig | None) -> dict[str, str]:
     if connector is None:
         return {"cloud": "global"}
     custom = connector.cloud.name == "custom"
+    resource = connector.cloud.resource
     return {
         "client_id": connector.client_id,
         "tenant_id": connector.tenant_id,
@@ -134,6 +154,7 @@ def form_values(connector: ConnectorConfig | None) -> dict[str, str]:
         "cloud": connector.cloud.name,
         "login_url": connector.cloud.login_url if custom else "",
         "graph_url": connector.cloud.graph_url if custom else "",
+        "graph_resource": resource if custom and resource != DEFAULT_GRAPH_RESOURCE else "",
         "ca_file": str(connector.cloud.ca_file) if custom and connector.cloud.ca_file else "",
     }
 

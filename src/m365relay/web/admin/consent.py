@@ -25,7 +25,7 @@ from ...doctor.token import token_checks
 from ...errors import ValidationError
 from ...lifecycle import admin_consent_url, consent_redirect_uri, consent_state, read_consent_state
 from .audit_log import record
-from .connector_view import PAGE
+from .connector_view import NAMED, PAGE, page_url
 from .context import AdminContext, Ctx
 from .ui import notice
 
@@ -64,6 +64,12 @@ BY_CODE: dict[str, tuple[str, str, str]] = {
         "The tenant was not found",
         "Microsoft does not know this Tenant ID in the connector's cloud.",
         "Check the Tenant ID and the cloud setting, save them, and try again.",
+    ),
+    "500011": (
+        "The app asked for an unknown resource",
+        "Microsoft does not know the resource in the consent request's scope: a custom cloud's Graph resource "
+        "was probably set to a proxy's URL instead of Microsoft Graph's.",
+        "Set Graph resource to https://graph.microsoft.com (or your national cloud's Graph), save, and try again.",
     ),
     "50011": (
         "The Redirect URL is not registered",
@@ -105,8 +111,18 @@ class Answer:
 
 @router.post(f"{PAGE}/consent", name="admin_consent_start")
 def start_consent(ctx: Ctx) -> Response:
+    return _start(ctx, DEFAULT_NAME)
+
+
+@router.post(NAMED + "/{name}/consent", name="admin_consent_start_named")
+def start_consent_named(name: str, ctx: Ctx) -> Response:
+    """Any connector's consent returns to the same registered Redirect URL; the state names the connector."""
+    return _start(ctx, name)
+
+
+def _start(ctx: AdminContext, name: str) -> Response:
     runtime = ctx.runtime
-    connector = runtime.connectors.find(DEFAULT_NAME)
+    connector = runtime.connectors.find(name)
     if connector is None:
         ctx.ui.add_notice(
             ctx,
@@ -117,7 +133,7 @@ def start_consent(ctx: Ctx) -> Response:
                 section="consent",
             ),
         )
-        return RedirectResponse(f"{PAGE}#consent", status_code=303)
+        return RedirectResponse(f"{page_url(name)}#consent", status_code=303)
     now = runtime.clock.now()
     state = consent_state(runtime.box, connector, now)
     ctx.ui.update_data(ctx, consent={"state": state, "connector": connector.id, "started": now.isoformat()})
@@ -136,7 +152,7 @@ async def consent_callback(request: Request, ctx: AdminContext) -> Response:
     else:
         confirmation = await _confirm(ctx, connector)
         await run_in_threadpool(_granted, ctx, connector, confirmation)
-    return RedirectResponse(f"{PAGE}#consent", status_code=303)
+    return RedirectResponse(f"{page_url(connector.name if connector else DEFAULT_NAME)}#consent", status_code=303)
 
 
 def _match_state(ctx: AdminContext, state: str) -> Answer:
@@ -217,8 +233,8 @@ async def _confirm(ctx: AdminContext, connector: ConnectorConfig) -> CheckResult
     if connector.credential is None:
         return None
     runtime = ctx.runtime
-    page_url = runtime.settings.effective_public_base_url + PAGE + "#consent"
-    outcome = await token_checks(runtime, connector, runtime.clock.now(), None, page_url)
+    target = runtime.settings.effective_public_base_url + page_url(connector.name) + "#consent"
+    outcome = await token_checks(runtime, connector, runtime.clock.now(), None, target)
     if outcome.permission.status != "skip":
         return outcome.permission
     # No token: say why (the app or the credential check failed first).

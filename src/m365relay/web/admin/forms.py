@@ -14,11 +14,21 @@ from ...connectors.certificates import CertificateInfo, load_pair
 from ...errors import ValidationError
 from .context import AdminContext
 
-TEXT_FIELDS = ("client_id", "tenant_id", "user_name", "secret_expires", "cloud", "login_url", "graph_url", "ca_file")
-CUSTOM_ONLY = ("login_url", "graph_url", "ca_file")
+TEXT_FIELDS = (
+    "client_id",
+    "tenant_id",
+    "user_name",
+    "secret_expires",
+    "cloud",
+    "login_url",
+    "graph_url",
+    "graph_resource",
+    "ca_file",
+)
+CUSTOM_ONLY = ("login_url", "graph_url", "graph_resource", "ca_file")
 # Keys the core's errors carry, mapped to the form field they belong next to.
 ERROR_KEYS = {"Certificate": "certificate", "Private key": "private_key", "Credential": "secret"}
-FIELD_KEYS = {*TEXT_FIELDS, "secret", "certificate", "private_key", "send_test_to", "to"}
+FIELD_KEYS = {*TEXT_FIELDS, "name", "secret", "certificate", "private_key", "send_test_to", "to"}
 MAX_PEM_BYTES = 64 * 1024  # a certificate or key in PEM is a few kB; a chain a little more
 VERBS = ("is ", "must ", "does ", "cannot ", "contains ", "has ")
 
@@ -45,6 +55,7 @@ class ConnectorForm:
             cloud=cloud,
             login_url=custom["login_url"],
             graph_url=custom["graph_url"],
+            graph_resource=custom["graph_resource"],
             ca_file=custom["ca_file"],
             secret=self.secret.strip() or None,
             secret_expires=v.get("secret_expires") or None,

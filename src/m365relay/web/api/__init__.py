@@ -11,7 +11,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks", "suppressions", "webhooks")
+ROUTER_MODULES: tuple[str, ...] = ("messages", "raw", "connectors", "checks", "suppressions", "webhooks", "stats")
 
 
 def routers() -> list[APIRouter]:

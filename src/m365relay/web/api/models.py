@@ -241,6 +241,7 @@ class ConnectorView(BaseModel):
     cloud: str
     login_url: str
     graph_url: str
+    graph_resource: str = Field(description="The resource tokens are issued for (`{graph_resource}/.default`).")
     ca_file: str | None
     state: Literal["active", "paused"]
     state_reason: str | None
