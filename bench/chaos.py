@@ -46,6 +46,7 @@ class Relay:
             "M365RELAY_POLL_INTERVAL": "0.05",
             "M365RELAY_LEASE_SECONDS": "5",
             "M365RELAY_SMTP_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "M365RELAY_SMTP_MAX_CONNECTIONS_PER_CLIENT": "10000",  # the load comes from one address
             "M365RELAY_API_RATE_LIMIT": "1000000",
             "M365RELAY_RETRY_BASE_SECONDS": "0.5",
             "M365RELAY_RETRY_MAX_SECONDS": "5",
