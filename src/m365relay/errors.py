@@ -49,7 +49,8 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
             ├── InvalidHeaderError         400 InvalidInternetMessageHeader
             ├── MessageTooLargeError       400 ErrorMessageSizeExceeded, 413, or > 4 MB without Mail.ReadWrite
             ├── SendAsDeniedError          403 ErrorSendAsDenied
-            └── MalformedMessageError      400 ErrorMimeContentInvalidBase64String, unparseable MIME, other 400s
+            ├── MalformedMessageError      400 ErrorMimeContentInvalidBase64String, unparseable MIME, other 400s
+            └── CorruptMessageError        the stored row or bytes are damaged (checksum mismatch)
 
 Messages (``str(error)``) are one line and never contain a secret, a token or a message body.
 """
@@ -386,3 +387,11 @@ class SendAsDeniedError(MessageError):
 
 class MalformedMessageError(MessageError):
     default_remedy = "The message could not be understood as MIME. Check what the sending application produces."
+
+
+class CorruptMessageError(MessageError):
+    default_remedy = (
+        "The stored copy was damaged after it was accepted (disk or database trouble, or a manual edit): its "
+        "row cannot be read or its bytes no longer match their checksum. Nothing was sent. Restore the "
+        "database from a backup, or have the application send the message again."
+    )

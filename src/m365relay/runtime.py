@@ -15,6 +15,7 @@ from .connectors import ConnectorConfig, ConnectorStore, SecretBox
 from .db import Database, upgrade
 from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
+from .dispatch.liveness import AdvisoryLiveness, FileLiveness
 from .graph import GraphSender
 from .lifecycle import ExpiryWatch
 from .metrics import Metrics
@@ -90,6 +91,7 @@ class Runtime:
             expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
             retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
+            liveness=AdvisoryLiveness(self.db) if self.db.is_postgres else FileLiveness.for_database(self.db),
         )
 
     def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:

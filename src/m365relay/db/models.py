@@ -146,6 +146,7 @@ class MessageRow(Base):
     source_detail: Mapped[str | None] = mapped_column(String(128))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    body_sha256: Mapped[str | None] = mapped_column(String(64))  # of the stored bytes, checked before sending
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     expires_at: Mapped[datetime]

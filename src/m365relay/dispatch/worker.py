@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..auth.tokens import TokenProvider
 from ..clock import Clock, SystemClock
@@ -39,16 +39,20 @@ from ..errors import (
     ConsentMissingError,
     DeliveryError,
     MessageError,
+    NetworkError,
     PermissionMissingError,
+    ServiceUnavailableError,
     StoreError,
     ThrottledError,
     TokenServiceError,
 )
 from ..graph import GraphSender, OutgoingMessage
+from ..graph.sender import PreparedSend, SendResult
 from ..metrics import Metrics
 from ..outbox import FINAL, Claimed, Outbox
 from .budget import Budgets
 from .gate import LocalGate
+from .liveness import Liveness
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -62,6 +66,11 @@ EXPIRE_EVERY_SECONDS = 60.0
 PURGE_EVERY_SECONDS = 3600.0  # finished mail past the retention period is deleted hourly ...
 PURGE_BATCH = 500  # ... a batch per transaction, so that ingress never waits long for the write lock
 LONG_WAIT_SECONDS = 5.0  # a claimed message facing a longer throttle goes back to the outbox instead
+STORE_PAUSE_SECONDS = 1.0  # after a database error, a connector's claims wait this long
+LIVENESS_SWEEP_SECONDS = 1.0  # how often the leases of dead workers are looked for (liveness.py)
+OUTAGE_AFTER = 3  # consecutive failures of Graph or the token service that make an outage ...
+OUTAGE_PROBE_SECONDS = 2.0  # ... during which one message per connector tests, this often, whether it is over
+OUTAGE_ERRORS = (ServiceUnavailableError, NetworkError, TokenServiceError)
 
 
 @dataclass
@@ -82,6 +91,8 @@ class _Lane:
     probing: bool = False
     held: int = 0  # claimed by this process and not finished
     paused: bool = False
+    failures: int = 0  # consecutive outage-like failures (OUTAGE_ERRORS) since the last send
+    outage_probe_at: float | None = None  # monotonic; set while Graph or the token service seems down
 
 
 class Dispatcher:
@@ -104,6 +115,7 @@ class Dispatcher:
         owner: str | None = None,
         expiry_watch: ExpiryWatch | None = None,
         retention: timedelta | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.outbox = outbox
         self.connectors = connectors
@@ -121,6 +133,7 @@ class Dispatcher:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
         self.retention = retention  # None: finished mail is kept until someone purges it
+        self.liveness = liveness or Liveness()  # tells dead lease owners from live ones (liveness.py)
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
@@ -132,6 +145,7 @@ class Dispatcher:
         self._expired_at = -1e9
         self._purged_at = -1e9
         self._renewed_at = 0.0
+        self._swept_at = -1e9
         self._stopping = False
 
     @property
@@ -150,6 +164,7 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self.outbox.listeners.append(self.wake)
         log.info("dispatcher %s started", self.owner)
+        await self.liveness.start(self.owner)
         try:
             failures = 0
             while not stop.is_set():
@@ -175,6 +190,7 @@ class Dispatcher:
                 except Exception as exc:  # kept counted: errs on the safe side, and the rest must still close
                     log.warning("dispatcher: unspent budget not given back: %s", exc)
             await self.gate.aclose()
+            await self.liveness.aclose()
             self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
 
@@ -213,6 +229,9 @@ class Dispatcher:
             self.stats.paused.discard(connector.name)
             if any(t is not None and t > now for t in (lane.blocked_until, lane.no_claims_until)):
                 continue
+            if lane.outage_probe_at is not None:
+                started |= self._outage_probe(connector, lane)
+                continue
             started |= await self._claim(connector, lane)
         return started
 
@@ -231,9 +250,22 @@ class Dispatcher:
             ids = [m.id for m in self._tasks.values() if m is not None]
             if ids:
                 await self._db(self.outbox.renew_leases, self.owner, ids, self.lease_seconds)
+        if monotonic - self._swept_at >= LIVENESS_SWEEP_SECONDS:
+            self._swept_at = monotonic
+            await self._reclaim_dead()
         if monotonic - self._connectors_at >= CONNECTOR_REFRESH_SECONDS:
             self._connectors = await self._db(self.connectors.all)
             self._connectors_at = monotonic
+
+    async def _reclaim_dead(self) -> None:
+        """Give back, now, the leases of workers known to be dead (a SIGKILL, a crash), instead of waiting
+        for them to run out."""
+        owners = await self._db(self.outbox.lease_owners, besides=self.owner)
+        dead = await self.liveness.dead(owners) if owners else set()
+        if dead:
+            why = "its worker is gone (its liveness lock is free); the message is due again"
+            count = await self._db(self.outbox.expire_leases, dead, why)
+            log.warning("took back %d message(s) from dead worker(s) %s", count, ", ".join(sorted(dead)))
 
     async def _purge(self, retention: timedelta) -> None:
         """Delete finished mail older than the retention period, a batch at a time (a background task)."""
@@ -302,16 +334,15 @@ class Dispatcher:
 
     async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool | None:
         """One attempt. Returns whether the connector proved to work (the message went, or failed on its own),
-        or None when nothing was tried (a probe's message held back for budget)."""
-        if self.budgets is not None:
-            wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
-            if wait is not None:
-                await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
-                return None if probe else True
-        body = (
-            io.BytesIO(message.body) if message.body is not None else await self._db(self.outbox.open_body, message.id)
-        )
+        or None when nothing was tried (a probe's message held back for budget, or the database away)."""
+        body: BinaryIO | None = None
         try:
+            if self.budgets is not None:
+                wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
+                if wait is not None:
+                    await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
+                    return None if probe else True
+            body = await self._body(message)
             prepared = await self.sender.prepare(
                 connector, OutgoingMessage.from_stream(body), envelope=list(message.recipients),
                 save_to_sent_items=message.save_to_sent_items,
@@ -320,25 +351,51 @@ class Dispatcher:
                 if (reason := await self._must_wait(lane, probe)) is not None:
                     await self._give_back(message, reason)
                     return True
-                self.stats.in_flight += 1
-                on_wire = time.perf_counter()
-                try:
-                    result = await prepared.send()
-                finally:
-                    self.stats.in_flight -= 1
-                    self.stats.slot_seconds += time.perf_counter() - on_wire
+                result = await self._send(prepared)
         except asyncio.CancelledError:
             await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
             self.stats.released += 1
             raise
+        except StoreError as exc:  # the database, not the message or Graph: nothing was sent
+            await self._store_trouble(lane, message, exc)
+            return None
         except Exception as exc:  # every failure is routed through the retry policy
             return await self._failed(connector, lane, message, exc, probe=probe)
         finally:
-            body.close()
+            if body is not None:
+                body.close()
         await self._record(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
         self.stats.sent += 1
         self._count("sent")
+        await self._outage_over(connector, lane)
         return True
+
+    async def _body(self, message: Claimed) -> BinaryIO:
+        if message.body is not None:
+            return io.BytesIO(message.body)
+        return await self._db(self.outbox.open_body, message.id)
+
+    async def _send(self, prepared: PreparedSend) -> SendResult:
+        """The Graph request itself, inside the in-flight slot."""
+        self.stats.in_flight += 1
+        on_wire = time.perf_counter()
+        try:
+            return await prepared.send()
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.slot_seconds += time.perf_counter() - on_wire
+
+    async def _store_trouble(self, lane: _Lane, message: Claimed, exc: StoreError) -> None:
+        """The database failed before the send (budget, body, in-flight slot): database trouble never counts
+        against a message, so it goes back uncounted, and this connector claims nothing for a moment."""
+        log.warning("message %s given back: %s", message.id, exc.message)
+        now = self.clock.now()
+        lane.no_claims_until = max(lane.no_claims_until or now, now + timedelta(seconds=STORE_PAUSE_SECONDS))
+        try:
+            await self._record(self.outbox.release, message.id, self.owner, f"database trouble: {exc.message}")
+            self.stats.released += 1
+        except StoreError as again:  # still away: its lease runs out, or this worker's restart releases it
+            log.warning("message %s not given back (%s); its lease will bring it back", message.id, again.message)
 
     async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
         """Inside a slot, just before sending: honour a throttle that arrived meanwhile. Returns a reason
@@ -387,6 +444,7 @@ class Dispatcher:
         if isinstance(exc, ThrottledError | TokenServiceError) and decision.delay > 0:
             # The mailbox (or the token service) asked everyone to wait, not just this message.
             lane.blocked_until = max(lane.blocked_until or now, until)
+        self._note_outage(connector, lane, exc)
         return not isinstance(exc, TokenServiceError)
 
     async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
@@ -409,6 +467,59 @@ class Dispatcher:
         self._connectors_at = -1e9  # re-read connector states next turn
         if not probe:
             log.warning("connector %s paused: %s — %s", connector.name, error.message, error.remedy)
+
+    # -- outages of Graph or the token service -------------------------------------------------------
+
+    def _note_outage(self, connector: ConnectorConfig, lane: _Lane, exc: Exception) -> None:
+        """Several sends in a row met an outage: stop claiming, let one message at a time find its end."""
+        if not isinstance(exc, OUTAGE_ERRORS):
+            return
+        lane.failures += 1
+        if lane.failures >= OUTAGE_AFTER and lane.outage_probe_at is None:
+            log.warning("connector %s: Graph or the token service seems down; probing every %.0f s",
+                        connector.name, OUTAGE_PROBE_SECONDS)  # fmt: skip
+            lane.outage_probe_at = self.clock.monotonic() + OUTAGE_PROBE_SECONDS
+        elif lane.outage_probe_at is not None:
+            lane.outage_probe_at = self.clock.monotonic() + OUTAGE_PROBE_SECONDS
+
+    async def _outage_over(self, connector: ConnectorConfig, lane: _Lane) -> None:
+        """A send went through: if an outage was on, the mail that backed off during it is due again now,
+        rather than each message on its own backoff (which can be minutes after the outage ended)."""
+        lane.failures = 0
+        if lane.outage_probe_at is None:
+            return
+        lane.outage_probe_at = None
+        count = await self._record(self.outbox.due_again, connector.id, [e.__name__ for e in OUTAGE_ERRORS])
+        log.info("connector %s works again; %d waiting message(s) are due now", connector.name, count)
+        self._wake.set()
+
+    def _outage_probe(self, connector: ConnectorConfig, lane: _Lane) -> bool:
+        if lane.probing or lane.outage_probe_at is None or self.clock.monotonic() < lane.outage_probe_at:
+            return False
+        lane.probing = True
+        lane.outage_probe_at = self.clock.monotonic() + OUTAGE_PROBE_SECONDS
+        self._spawn(self._send_probe(connector, lane), None)
+        return True
+
+    async def _send_probe(self, connector: ConnectorConfig, lane: _Lane) -> None:
+        """One message, taken before its backoff is over, tests whether the outage has ended."""
+        try:
+            claimed = await self._db(self.outbox.claim, self.owner, connector.id, 1, self.lease_seconds, early=True)
+            if not claimed:  # nothing waits: nothing to recover; new mail finds out for itself
+                lane.outage_probe_at, lane.failures = None, 0
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks[task] = claimed[0]  # its lease is renewed like any delivery's
+            lane.held += 1
+            try:
+                await self._attempt(connector, lane, claimed[0], probe=False)
+            finally:
+                lane.held -= 1
+        except StoreError as exc:
+            log.warning("connector %s: outage probe not made: %s", connector.name, exc.message)
+        finally:
+            lane.probing = False
 
     # -- probing a paused connector ----------------------------------------------------------------
 
