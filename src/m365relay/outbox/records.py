@@ -86,7 +86,7 @@ class MessageRecord:
             connector_id=row.connector_id,
             status=row.status,
             envelope_from=row.envelope_from,
-            recipients=tuple(row.recipients or ()),
+            recipients=readable_recipients(row.recipients),
             subject=row.subject,
             header_from=row.header_from,
             message_id=row.message_id,
@@ -188,6 +188,14 @@ _CLAIM_FIELDS = (
     "id", "connector_id", "recipient_count", "size", "save_to_sent_items", "attempts", "created_at", "expires_at",
     "message_id",
 )  # fmt: skip
+
+
+def readable_recipients(value: object) -> tuple[str, ...]:
+    """The addresses of a row, for views: a damaged value shows as none (the claim fails such a message
+    with the reason), so that listing or showing it never breaks."""
+    if isinstance(value, list):
+        return tuple(r for r in value if isinstance(r, str))
+    return ()
 
 
 def body_digest(chunks: Iterable[bytes]) -> str:
