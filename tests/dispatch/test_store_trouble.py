@@ -10,13 +10,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_dispatcher import enqueue, run_until
 
 from m365relay.connectors import ConnectorConfig
 from m365relay.dispatch import AdvisoryGate
 from m365relay.runtime import Runtime
 from m365relay.settings import Settings
 from support import SandboxAdmin, make_settings
-from test_dispatcher import enqueue, run_until
 
 pytestmark = pytest.mark.postgres
 
