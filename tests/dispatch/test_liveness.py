@@ -39,8 +39,13 @@ time.sleep(600)
 
 
 def start_worker(runtime: Runtime) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "M365RELAY_HOME": str(runtime.settings.home), "M365RELAY_LEASE_SECONDS": LONG_LEASE,
-           "M365RELAY_POLL_INTERVAL": "0.05", "M365RELAY_DATABASE_URL": runtime.settings.effective_database_url}  # fmt: skip
+    env = {
+        **os.environ,
+        "M365RELAY_HOME": str(runtime.settings.home),
+        "M365RELAY_LEASE_SECONDS": LONG_LEASE,
+        "M365RELAY_POLL_INTERVAL": "0.05",
+        "M365RELAY_DATABASE_URL": runtime.settings.effective_database_url,
+    }
     return subprocess.Popen([sys.executable, "-m", "m365relay", "worker", "--quiet"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
 
