@@ -21,7 +21,8 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
         │   ├── ThrottledError             429 TooManyRequests / ApplicationThrottled, with Retry-After
         │   ├── ServiceUnavailableError    503, 504, other 5xx from Graph
         │   ├── NetworkError               connection refused/reset, timeout, DNS
-        │   └── TokenServiceError          the token endpoint is down (5xx, unreachable)
+        │   ├── TokenServiceError          the token endpoint is down (5xx, unreachable)
+        │   └── PermissionNeededError      > 4 MB without Mail.ReadWrite: held until the admin grants it
         ├── ConnectorError         the connector's setup is wrong → pause it
         │   ├── TenantNotFoundError        AADSTS90002, AADSTS900023
         │   ├── CrossCloudError            AADSTS900382 (tenant lives in another national cloud)
@@ -188,6 +189,17 @@ class NetworkError(TransientError):
 
 class TokenServiceError(TransientError):
     default_remedy = "The Microsoft sign-in service did not answer properly; tokens will be requested again shortly."
+
+
+class PermissionNeededError(TransientError):
+    """This message needs an application permission the app lacks but the admin can grant (Mail.ReadWrite
+    for mail over one Graph request): it waits, and goes once the permission is granted, instead of failing."""
+
+    default_remedy = (
+        "Add the Microsoft Graph application permission Mail.ReadWrite to the app (API permissions > Add a "
+        "permission > Microsoft Graph > Application permissions > Mail.ReadWrite) and grant admin consent; the "
+        "message waits and is sent once the permission shows in a fresh token."
+    )
 
 
 # -- connector (configuration) ----------------------------------------------------------------------
