@@ -151,7 +151,10 @@ class Dispatcher(Probing):
         self._loop = asyncio.get_running_loop()
         self.outbox.listeners.append(self.wake)
         log.info("dispatcher %s started", self.owner)
-        await self.liveness.start(self.owner)
+        try:
+            await self.liveness.start(self.owner)
+        except OSError as exc:  # e.g. a read-only directory: leases still expire, only later
+            log.warning("worker liveness not shown (%s); a crash of this worker is noticed when leases expire", exc)
         try:
             failures = 0
             while not stop.is_set():
