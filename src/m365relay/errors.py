@@ -21,7 +21,8 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
         │   ├── ThrottledError             429 TooManyRequests / ApplicationThrottled, with Retry-After
         │   ├── ServiceUnavailableError    503, 504, other 5xx from Graph
         │   ├── NetworkError               connection refused/reset, timeout, DNS
-        │   └── TokenServiceError          the token endpoint is down (5xx, unreachable)
+        │   ├── TokenServiceError          the token endpoint is down (5xx, unreachable)
+        │   └── PermissionNeededError      > 4 MB without Mail.ReadWrite: held until the admin grants it
         ├── ConnectorError         the connector's setup is wrong → pause it
         │   ├── TenantNotFoundError        AADSTS90002, AADSTS900023
         │   ├── CrossCloudError            AADSTS900382 (tenant lives in another national cloud)
@@ -49,7 +50,8 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
             ├── InvalidHeaderError         400 InvalidInternetMessageHeader
             ├── MessageTooLargeError       400 ErrorMessageSizeExceeded, 413, or > 4 MB without Mail.ReadWrite
             ├── SendAsDeniedError          403 ErrorSendAsDenied
-            └── MalformedMessageError      400 ErrorMimeContentInvalidBase64String, unparseable MIME, other 400s
+            ├── MalformedMessageError      400 ErrorMimeContentInvalidBase64String, unparseable MIME, other 400s
+            └── CorruptMessageError        the stored row or bytes are damaged (checksum mismatch)
 
 Messages (``str(error)``) are one line and never contain a secret, a token or a message body.
 """
@@ -187,6 +189,17 @@ class NetworkError(TransientError):
 
 class TokenServiceError(TransientError):
     default_remedy = "The Microsoft sign-in service did not answer properly; tokens will be requested again shortly."
+
+
+class PermissionNeededError(TransientError):
+    """This message needs an application permission the app lacks but the admin can grant (Mail.ReadWrite
+    for mail over one Graph request): it waits, and goes once the permission is granted, instead of failing."""
+
+    default_remedy = (
+        "Add the Microsoft Graph application permission Mail.ReadWrite to the app (API permissions > Add a "
+        "permission > Microsoft Graph > Application permissions > Mail.ReadWrite) and grant admin consent; the "
+        "message waits and is sent once the permission shows in a fresh token."
+    )
 
 
 # -- connector (configuration) ----------------------------------------------------------------------
@@ -386,3 +399,11 @@ class SendAsDeniedError(MessageError):
 
 class MalformedMessageError(MessageError):
     default_remedy = "The message could not be understood as MIME. Check what the sending application produces."
+
+
+class CorruptMessageError(MessageError):
+    default_remedy = (
+        "The stored copy was damaged after it was accepted (disk or database trouble, or a manual edit): its "
+        "row cannot be read or its bytes no longer match their checksum. Nothing was sent. Restore the "
+        "database from a backup, or have the application send the message again."
+    )

@@ -16,6 +16,7 @@ from .connectors import ConnectorConfig, ConnectorStore, SecretBox
 from .db import Database, upgrade
 from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
+from .dispatch.liveness import AdvisoryLiveness, FileLiveness
 from .events.delivery import WebhookDeliverer
 from .events.endpoints import EndpointStore
 from .graph import GraphSender
@@ -100,6 +101,7 @@ class Runtime:
             expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
             retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
+            liveness=AdvisoryLiveness(self.db) if self.db.is_postgres else FileLiveness.for_database(self.db),
         )
         dispatcher.companions.append(self.inbox_reader(dispatcher).run)
         return dispatcher

@@ -12,6 +12,7 @@ and connectors), ``admin`` (everything, any message). ``admin`` implies the othe
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
@@ -27,7 +28,9 @@ from .. import audit
 from ..clock import Clock, SystemClock
 from ..db.engine import Database
 from ..db.models import ApiKeyRow
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, StoreError, ValidationError
+
+log = logging.getLogger("m365relay.access")
 
 SCOPES = ("send", "read", "admin")
 KEY_PREFIX = "m365r"
@@ -195,8 +198,13 @@ class ApiKeyStore:
             if now - self._touched.get(key_id, -LAST_USED_RESOLUTION) < LAST_USED_RESOLUTION:
                 return
             self._touched[key_id] = now
-        with self.db.write() as session:
-            session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=self.clock.now()))
+        try:
+            with self.db.write() as session:
+                session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=self.clock.now()))
+        except StoreError as exc:
+            # last_used_at is a hint: a full disk or a database that just went away must not fail the request
+            # that was authenticated already. The next request a minute on tries the stamp again.
+            log.warning("API key %s: last-used time not recorded (%s)", key_id, exc.message)
 
     def _find(self, session: Session, ref: str | int) -> ApiKeyRow:
         text = str(ref).strip()

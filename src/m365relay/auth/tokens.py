@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,12 +42,42 @@ class AccessToken:
         )
 
 
+METADATA_TTL_SECONDS = 86_400.0
+
+
+class MetadataCache:
+    """Successful metadata GETs (OpenID discovery of the authority), kept for the process and shared by every
+    MSAL application built for any connector: an application is rebuilt for a fresh token, a probe or a
+    rotation check, and each build would otherwise fetch the same document again. A day, as MSAL's own
+    cache keeps them; the documents name endpoints that do not move."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, ttl: float = METADATA_TTL_SECONDS) -> None:
+        self.clock = clock
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, httpx.Response]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> httpx.Response | None:
+        with self._lock:
+            entry = self._entries.get(url)
+        if entry is None or self.clock() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, url: str, response: httpx.Response) -> None:
+        if 200 <= response.status_code < 300:
+            with self._lock:
+                self._entries[url] = (self.clock(), response)
+
+
 class RecordingHttpClient:
     """MSAL's ``HttpClient`` interface on top of httpx. It remembers the last error response so that a
-    failed discovery (which MSAL reports as a bare ValueError) can still be explained by its AADSTS code."""
+    failed discovery (which MSAL reports as a bare ValueError) can still be explained by its AADSTS code,
+    and answers repeated metadata GETs from the process's ``MetadataCache``."""
 
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, metadata: MetadataCache | None = None) -> None:
         self.client = client
+        self.metadata = metadata
         self.last_error: httpx.Response | None = None
 
     def post(
@@ -59,7 +90,13 @@ class RecordingHttpClient:
         return self._keep(self.client.post(url, params=params, content=data, headers=headers))
 
     def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> httpx.Response:
-        return self._keep(self.client.get(url, params=params, headers=headers))
+        key = str(httpx.URL(url, params=params))
+        if self.metadata is not None and (cached := self.metadata.get(key)) is not None:
+            return cached
+        response = self._keep(self.client.get(url, params=params, headers=headers))
+        if self.metadata is not None:
+            self.metadata.put(key, response)
+        return response
 
     def close(self) -> None:
         self.client.close()
@@ -115,6 +152,8 @@ class TokenProvider:
         self.on_request = on_request
         self._entries: dict[int, _Entry] = {}
         self._lock = threading.Lock()
+        self._building: dict[int, threading.Lock] = {}  # one build per connector at a time
+        self.metadata = MetadataCache()
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -166,7 +205,17 @@ class TokenProvider:
             entry = self._entries.get(connector.id)
             if entry is not None and self._current(entry, connector):
                 return entry
-        # Build outside the provider-wide lock: discovery is a network call.
+            building = self._building.setdefault(connector.id, threading.Lock())
+        # Build outside the provider-wide lock (discovery is a network call), but one build per connector:
+        # the first sends after a start all ask at once, and each would build (and discover) its own app.
+        with building:
+            return self._build_entry(connector)
+
+    def _build_entry(self, connector: ConnectorConfig) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(connector.id)
+            if entry is not None and self._current(entry, connector):
+                return entry  # built by the thread this one waited for
         fresh = self._build(connector, connector.credential)
         with self._lock:
             old = self._entries.get(connector.id)
@@ -189,7 +238,7 @@ class TokenProvider:
     def _build(self, connector: ConnectorConfig, credential: Credential | None) -> _Entry:
         if credential is None:
             raise MissingCredentialError("the connector has no client secret or certificate")
-        http = RecordingHttpClient(sync_client(connector.cloud.ca_file, self.timeout, self.transport))
+        http = RecordingHttpClient(sync_client(connector.cloud.ca_file, self.timeout, self.transport), self.metadata)
         try:
             app = msal.ConfidentialClientApplication(
                 connector.client_id,

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
@@ -98,6 +98,10 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def _is_operational(exc: DBAPIError) -> bool:
+    # By class, not by name: psycopg raises subclasses such as DiskFull (SQLSTATE 53100) or AdminShutdown
+    # (57P01), which SQLAlchemy wraps as OperationalError too.
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
     name = type(exc.orig).__name__
     return name in {"OperationalError", "InterfaceError"} or "locked" in str(exc.orig).lower()
 

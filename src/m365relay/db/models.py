@@ -152,6 +152,7 @@ class MessageRow(Base):
     # Who the key belongs to ("api-key:7"); '' for the relay's own sends. Keys are unique per scope only.
     idempotency_scope: Mapped[str] = mapped_column(String(64), default="", server_default="")
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    body_sha256: Mapped[str | None] = mapped_column(String(64))  # of the stored bytes, checked before sending
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     expires_at: Mapped[datetime]

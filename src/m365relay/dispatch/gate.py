@@ -63,13 +63,25 @@ class AdvisoryGate(LocalGate):
         # The local semaphore keeps this process from asking for more than the capacity at all.
         async with super().slot(connector_id):
             delay = POLL_SECONDS
-            while (number := await self._try_lock(connector_id)) is None:
+            while (number := await self._lock_or_reconnect(connector_id)) is None:
                 await asyncio.sleep(delay)  # another process holds every slot: look again shortly
                 delay = min(delay * 2, 0.05)
             try:
                 yield
             finally:
                 await asyncio.shield(self._unlock(connector_id, number))
+
+    async def _lock_or_reconnect(self, connector_id: int) -> int | None:
+        """A slot number, or None when all are taken. A connection found dead (the server restarted, an
+        administrator ended the session) is replaced once before the database counts as unavailable."""
+        try:
+            return await self._try_lock(connector_id)
+        except StoreError:
+            return await self._try_lock(connector_id)
+
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL sessions holding the slots (pg_stat_activity.pid), for operators and tests."""
+        return [shard.conn.info.backend_pid for shard in self._shards if shard.conn is not None]
 
     async def _try_lock(self, connector_id: int) -> int | None:
         shard = self._shard(connector_id)
@@ -112,7 +124,9 @@ class AdvisoryGate(LocalGate):
             import psycopg
 
             url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            shard.conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            shard.conn = await psycopg.AsyncConnection.connect(
+                url, autocommit=True, connect_timeout=5, application_name="m365relay in-flight slots"
+            )
         return shard.conn
 
     async def _reset(self, shard: _Shard) -> None:

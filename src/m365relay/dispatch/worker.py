@@ -8,10 +8,14 @@ One loop per process (``m365relay worker``, or inside ``serve``). Each turn it l
   are what Microsoft limits, never wait for the database;
 * throttled (429 with Retry-After) → nothing is sent for that connector until the time has passed;
 * paused (its setup is wrong) → its mail stays queued; when the probe is due, one message (or, with
-  none queued, a token request) tests whether the admin has fixed it, and success resumes the connector.
+  none queued, a token request) tests whether the admin has fixed it, and success resumes the connector;
+* in an outage (Graph or the token service down) → one message at a time tests whether it is over, and
+  its success makes the mail that backed off meanwhile due again (probing.py).
 
-Outcomes go back to the outbox through the retry policy. Leases are renewed while messages are held; on
-shutdown, in-flight sends get a grace period and everything else is released, not lost.
+Outcomes go back to the outbox through the retry policy; database trouble is never one of them (the
+message goes back uncounted). Leases are renewed while messages are held, and the leases of workers
+known to be dead are taken back at once (liveness.py); on shutdown, in-flight sends get a grace period
+and everything else is released, not lost.
 """
 
 from __future__ import annotations
@@ -28,27 +32,28 @@ import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..auth.tokens import TokenProvider
 from ..clock import Clock, SystemClock
 from ..connectors import ConnectorConfig, ConnectorStore
 from ..errors import (
     ConnectorError,
-    ConsentMissingError,
     DeliveryError,
     MessageError,
-    PermissionMissingError,
     StoreError,
     ThrottledError,
     TokenServiceError,
 )
 from ..graph import GraphSender, OutgoingMessage
+from ..graph.sender import PreparedSend, SendResult
 from ..metrics import Metrics
 from ..outbox import FINAL, Claimed, Outbox
 from .budget import Budgets
 from .gate import LocalGate
+from .liveness import Liveness
+from .probing import Probing, _Lane
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -62,6 +67,8 @@ EXPIRE_EVERY_SECONDS = 60.0
 PURGE_EVERY_SECONDS = 3600.0  # finished mail past the retention period is deleted hourly ...
 PURGE_BATCH = 500  # ... a batch per transaction, so that ingress never waits long for the write lock
 LONG_WAIT_SECONDS = 5.0  # a claimed message facing a longer throttle goes back to the outbox instead
+STORE_PAUSE_SECONDS = 1.0  # after a database error, a connector's claims wait this long
+LIVENESS_SWEEP_SECONDS = 1.0  # how often the leases of dead workers are looked for (liveness.py)
 
 
 @dataclass
@@ -75,16 +82,7 @@ class DispatchStats:
     paused: set[str] = field(default_factory=set)
 
 
-@dataclass
-class _Lane:
-    blocked_until: datetime | None = None  # Graph or the token service said "wait": nothing is sent
-    no_claims_until: datetime | None = None  # the budget is spent: nothing more is claimed
-    probing: bool = False
-    held: int = 0  # claimed by this process and not finished
-    paused: bool = False
-
-
-class Dispatcher:
+class Dispatcher(Probing):
     def __init__(
         self,
         *,
@@ -104,6 +102,7 @@ class Dispatcher:
         owner: str | None = None,
         expiry_watch: ExpiryWatch | None = None,
         retention: timedelta | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.outbox = outbox
         self.connectors = connectors
@@ -121,6 +120,7 @@ class Dispatcher:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
         self.retention = retention  # None: finished mail is kept until someone purges it
+        self.liveness = liveness or Liveness()  # tells dead lease owners from live ones (liveness.py)
         self.stats = DispatchStats()
         # Tasks that live as long as the dispatcher (bounce intake, mailbox/inbox.py): run(stop) coroutines.
         self.companions: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
@@ -134,6 +134,7 @@ class Dispatcher:
         self._expired_at = -1e9
         self._purged_at = -1e9
         self._renewed_at = 0.0
+        self._swept_at = -1e9
         self._stopping = False
 
     @property
@@ -153,6 +154,10 @@ class Dispatcher:
         self.outbox.listeners.append(self.wake)
         log.info("dispatcher %s started", self.owner)
         companions = [asyncio.create_task(run(stop)) for run in self.companions]
+        try:
+            await self.liveness.start(self.owner)
+        except OSError as exc:  # e.g. a read-only directory: leases still expire, only later
+            log.warning("worker liveness not shown (%s); a crash of this worker is noticed when leases expire", exc)
         try:
             failures = 0
             while not stop.is_set():
@@ -179,6 +184,7 @@ class Dispatcher:
                 except Exception as exc:  # kept counted: errs on the safe side, and the rest must still close
                     log.warning("dispatcher: unspent budget not given back: %s", exc)
             await self.gate.aclose()
+            await self.liveness.aclose()
             self._pool.shutdown(wait=False)
             log.info("dispatcher %s stopped", self.owner)
 
@@ -217,6 +223,9 @@ class Dispatcher:
             self.stats.paused.discard(connector.name)
             if any(t is not None and t > now for t in (lane.blocked_until, lane.no_claims_until)):
                 continue
+            if lane.outage_probe_at is not None:
+                started |= self._outage_probe(connector, lane)
+                continue
             started |= await self._claim(connector, lane)
         return started
 
@@ -235,9 +244,22 @@ class Dispatcher:
             ids = [m.id for m in self._tasks.values() if m is not None]
             if ids:
                 await self._db(self.outbox.renew_leases, self.owner, ids, self.lease_seconds)
+        if monotonic - self._swept_at >= LIVENESS_SWEEP_SECONDS:
+            self._swept_at = monotonic
+            await self._reclaim_dead()
         if monotonic - self._connectors_at >= CONNECTOR_REFRESH_SECONDS:
             self._connectors = await self._db(self.connectors.all)
             self._connectors_at = monotonic
+
+    async def _reclaim_dead(self) -> None:
+        """Give back, now, the leases of workers known to be dead (a SIGKILL, a crash), instead of waiting
+        for them to run out."""
+        owners = await self._db(self.outbox.lease_owners, besides=self.owner)
+        dead = await self.liveness.dead(owners) if owners else set()
+        if dead:
+            why = "its worker is gone (its liveness lock is free); the message is due again"
+            count = await self._db(self.outbox.expire_leases, dead, why)
+            log.warning("took back %d message(s) from dead worker(s) %s", count, ", ".join(sorted(dead)))
 
     async def _purge(self, retention: timedelta) -> None:
         """Delete finished mail older than the retention period, a batch at a time (a background task)."""
@@ -306,16 +328,15 @@ class Dispatcher:
 
     async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool | None:
         """One attempt. Returns whether the connector proved to work (the message went, or failed on its own),
-        or None when nothing was tried (a probe's message held back for budget)."""
-        if self.budgets is not None:
-            wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
-            if wait is not None:
-                await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
-                return None if probe else True
-        body = (
-            io.BytesIO(message.body) if message.body is not None else await self._db(self.outbox.open_body, message.id)
-        )
+        or None when nothing was tried (a probe's message held back for budget, or the database away)."""
+        body: BinaryIO | None = None
         try:
+            if self.budgets is not None:
+                wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
+                if wait is not None:
+                    await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
+                    return None if probe else True
+            body = await self._body(message)
             prepared = await self.sender.prepare(
                 connector, OutgoingMessage.from_stream(body), envelope=list(message.recipients),
                 save_to_sent_items=message.save_to_sent_items,
@@ -324,25 +345,51 @@ class Dispatcher:
                 if (reason := await self._must_wait(lane, probe)) is not None:
                     await self._give_back(message, reason)
                     return True
-                self.stats.in_flight += 1
-                on_wire = time.perf_counter()
-                try:
-                    result = await prepared.send()
-                finally:
-                    self.stats.in_flight -= 1
-                    self.stats.slot_seconds += time.perf_counter() - on_wire
+                result = await self._send(prepared)
         except asyncio.CancelledError:
             await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
             self.stats.released += 1
             raise
+        except StoreError as exc:  # the database, not the message or Graph: nothing was sent
+            await self._store_trouble(lane, message, exc)
+            return None
         except Exception as exc:  # every failure is routed through the retry policy
             return await self._failed(connector, lane, message, exc, probe=probe)
         finally:
-            body.close()
+            if body is not None:
+                body.close()
         await self._record(self.outbox.mark_sent, message.id, self.owner, result.request_id, result.notes)
         self.stats.sent += 1
         self._count("sent")
+        await self._outage_over(connector, lane)
         return True
+
+    async def _body(self, message: Claimed) -> BinaryIO:
+        if message.body is not None:
+            return io.BytesIO(message.body)
+        return await self._db(self.outbox.open_body, message.id)
+
+    async def _send(self, prepared: PreparedSend) -> SendResult:
+        """The Graph request itself, inside the in-flight slot."""
+        self.stats.in_flight += 1
+        on_wire = time.perf_counter()
+        try:
+            return await prepared.send()
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.slot_seconds += time.perf_counter() - on_wire
+
+    async def _store_trouble(self, lane: _Lane, message: Claimed, exc: StoreError) -> None:
+        """The database failed before the send (budget, body, in-flight slot): database trouble never counts
+        against a message, so it goes back uncounted, and this connector claims nothing for a moment."""
+        log.warning("message %s given back: %s", message.id, exc.message)
+        now = self.clock.now()
+        lane.no_claims_until = max(lane.no_claims_until or now, now + timedelta(seconds=STORE_PAUSE_SECONDS))
+        try:
+            await self._record(self.outbox.release, message.id, self.owner, f"database trouble: {exc.message}")
+            self.stats.released += 1
+        except StoreError as again:  # still away: its lease runs out, or this worker's restart releases it
+            log.warning("message %s not given back (%s); its lease will bring it back", message.id, again.message)
 
     async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
         """Inside a slot, just before sending: honour a throttle that arrived meanwhile. Returns a reason
@@ -391,6 +438,7 @@ class Dispatcher:
         if isinstance(exc, ThrottledError | TokenServiceError) and decision.delay > 0:
             # The mailbox (or the token service) asked everyone to wait, not just this message.
             lane.blocked_until = max(lane.blocked_until or now, until)
+        self._note_outage(connector, lane, exc)
         return not isinstance(exc, TokenServiceError)
 
     async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
@@ -403,60 +451,6 @@ class Dispatcher:
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels("budget").inc()
-
-    async def _pause(self, connector: ConnectorConfig, error: ConnectorError, *, probe: bool) -> None:
-        attempts = connector.probe_attempts + 1 if probe else 1
-        next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_delay(attempts))
-        if isinstance(error, ConsentMissingError | PermissionMissingError):
-            self.tokens.invalidate(connector.id)  # the next token must be fresh to show new consent
-        await self._db(self.connectors.pause, connector.id, error, next_probe, attempts)
-        self._connectors_at = -1e9  # re-read connector states next turn
-        if not probe:
-            log.warning("connector %s paused: %s — %s", connector.name, error.message, error.remedy)
-
-    # -- probing a paused connector ----------------------------------------------------------------
-
-    async def _probe(self, connector: ConnectorConfig, lane: _Lane) -> None:
-        try:
-            self.tokens.invalidate(connector.id)
-            claimed = await self._db(self.outbox.claim, self.owner, connector.id, 1, self.lease_seconds)
-            if claimed:
-                # Registered like any delivery, so its lease is renewed while a long send runs.
-                task = asyncio.current_task()
-                if task is not None:
-                    self._tasks[task] = claimed[0]
-                lane.held += 1
-                try:
-                    works = await self._attempt(connector, lane, claimed[0], probe=True)
-                finally:
-                    lane.held -= 1
-            else:
-                works = await self._token_probe(connector)
-            if works is None:  # the probe could not tell (its message waits for budget): ask again later
-                next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_base)
-                await self._db(self.connectors.set_next_probe, connector.id, next_probe)
-                self._connectors_at = -1e9
-            elif works:
-                lane.paused = False
-                if await self._db(self.connectors.resume, connector.id):
-                    log.info("connector %s works again; sending resumes", connector.name)
-                self._connectors_at = -1e9
-        finally:
-            lane.probing = False
-
-    async def _token_probe(self, connector: ConnectorConfig) -> bool:
-        try:
-            await self.sender.check_token(connector)
-        except ConnectorError as exc:
-            await self._pause(connector, exc, probe=True)
-            return False
-        except DeliveryError:
-            # A temporary failure says nothing about the setup: probe again after the base delay.
-            next_probe = self.clock.now() + timedelta(seconds=self.policy.probe_base)
-            await self._db(self.connectors.set_next_probe, connector.id, next_probe)
-            self._connectors_at = -1e9
-            return False
-        return True
 
     # -- housekeeping ----------------------------------------------------------------------------
 

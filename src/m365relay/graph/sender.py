@@ -6,7 +6,8 @@ Which request it makes:
   keeps every header and the exact MIME layout;
 * **JSON** ``sendMail`` — when the caller asks for ``saveToSentItems=false`` (MIME sends always save);
 * **draft + upload sessions + send** — when the request would exceed Graph's 4 MB cap; this needs the
-  application permission Mail.ReadWrite, and without it the message fails with a remedy that says so.
+  application permission Mail.ReadWrite; without it (after one fresh token, in case it was just granted)
+  the message waits (``PermissionNeededError``, transient) with a remedy that says what to grant.
 
 Every request carries a fresh ``client-request-id`` and every answer's ``request-id`` is recorded.
 """
@@ -27,8 +28,8 @@ from ..connectors.model import ConnectorConfig
 from ..errors import (
     ConsentMissingError,
     DeliveryError,
-    MessageTooLargeError,
     PermissionMissingError,
+    PermissionNeededError,
 )
 from ..metrics import Metrics
 from ..net import async_client, translate_transport_error
@@ -43,6 +44,7 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 REQUEST_MARGIN = 64 * 1024
 MAIL_SEND = "Mail.Send"
 MAIL_READWRITE = "Mail.ReadWrite"
+PERMISSION_RECHECK_SECONDS = 300.0  # a message held for Mail.ReadWrite looks for it again this often
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,16 @@ class GraphSender:
         if not outgoing.values("From"):
             outgoing.set_value("From", connector.user_name)  # as Graph would: the mailbox sends
         call = _Call(connector, await self._token(connector))
-        method = self._choose(outgoing.size, call.token, save_to_sent_items)
+        try:
+            method = self._choose(outgoing.size, call.token, save_to_sent_items)
+        except PermissionNeededError:
+            if not call.token.from_cache:
+                raise
+            # The permission may have been granted since this token was issued: a token carries the roles
+            # of its issue time (PROTOCOL.md §2), so ask for one fresh token before holding the message.
+            self.tokens.invalidate(connector.id)
+            call.token = await self._token(connector)
+            method = self._choose(outgoing.size, call.token, save_to_sent_items)
         body: bytes | None = None
         if method == "mime":
             body = base64.b64encode(outgoing.to_bytes())
@@ -171,14 +182,16 @@ class GraphSender:
             return "mime" if save_to_sent_items else "json"
         if token.roles is not None and MAIL_READWRITE not in token.roles:
             limit_mb = (MAX_REQUEST_BYTES - REQUEST_MARGIN) * 3 / 4 / 1_000_000
-            raise MessageTooLargeError(
+            raise PermissionNeededError(
                 f"the message is {size / 1_000_000:.1f} MB; one Graph request carries at most "
                 f"{limit_mb:.1f} MB of mail, and larger mail needs the Mail.ReadWrite permission",
+                retry_after=PERMISSION_RECHECK_SECONDS,
                 remedy=(
                     "To send messages over about 3 MB, add the Microsoft Graph application permission "
                     "Mail.ReadWrite to the app (API permissions > Add a permission > Microsoft Graph > "
                     "Application permissions > Mail.ReadWrite) and grant admin consent; m365relay then "
-                    f"uploads large attachments in chunks. Otherwise keep messages under {limit_mb:.1f} MB."
+                    "uploads large attachments in chunks, and this message, which waits meanwhile, goes. "
+                    f"Otherwise cancel it and keep messages under {limit_mb:.1f} MB."
                 ),
             )
         return "upload"

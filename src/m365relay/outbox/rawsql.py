@@ -27,6 +27,8 @@ class RawStatements:
         self.message_sql = self._insert(messages.name, self.message_columns) + RETURNING_ID
         self.chunk_sql = self._insert(chunks.name, ["message_id", "seq", "data"])
         self.event_sql = self._insert(events.name, self.event_columns)
+        mark = self._placeholder
+        self.checksum_sql = f"UPDATE {messages.name} SET body_sha256 = {mark} WHERE id = {mark}"  # noqa: S608
 
     def _insert(self, table: str, columns: list[str]) -> str:
         marks = ", ".join(self._placeholder for _ in columns)
@@ -41,6 +43,9 @@ class RawStatements:
 
     def insert_chunk(self, cursor: Any, message_id: int, seq: int, data: bytes) -> None:
         cursor.execute(self.chunk_sql, (message_id, seq, data))
+
+    def set_checksum(self, cursor: Any, message_id: int, hex_digest: str) -> None:
+        cursor.execute(self.checksum_sql, (hex_digest, message_id))
 
     def insert_event(self, cursor: Any, values: dict[str, Any]) -> None:
         cursor.execute(self.event_sql, [self._value(values.get(c)) for c in self.event_columns])

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..db.models import MessageEventRow, MessageRow
+from ..errors import CorruptMessageError
+
+CorruptRecord = CorruptMessageError
+BODY_MISMATCH = "its stored bytes do not match the checksum taken when it was accepted"
 
 QUEUED, SENDING, DEFERRED, SENT, FAILED, CANCELLED = "queued", "sending", "deferred", "sent", "failed", "cancelled"
 STATUSES = (QUEUED, SENDING, DEFERRED, SENT, FAILED, CANCELLED)
@@ -80,7 +86,7 @@ class MessageRecord:
             connector_id=row.connector_id,
             status=row.status,
             envelope_from=row.envelope_from,
-            recipients=tuple(row.recipients or ()),
+            recipients=readable_recipients(row.recipients),
             subject=row.subject,
             header_from=row.header_from,
             message_id=row.message_id,
@@ -161,6 +167,49 @@ class Claimed:
     expires_at: datetime
     message_id: str | None
     body: bytes | None = field(default=None, repr=False)  # small messages come with their bytes (one query less)
+    body_sha256: str | None = field(default=None, repr=False)  # None: stored before checksums were kept
+
+    @classmethod
+    def from_claim(cls, row: Mapping[Any, Any], body: bytes | None) -> Claimed:
+        """A claimed row, checked: a damaged row raises ``CorruptRecord`` instead of reaching Graph."""
+        recipients = row["recipients"]
+        if not isinstance(recipients, list) or not recipients or not all(isinstance(r, str) for r in recipients):
+            raise CorruptRecord(f"its recipients are not a list of addresses ({type(recipients).__name__})")
+        for name in ("size", "attempts", "recipient_count"):
+            if not isinstance(row[name], int):
+                raise CorruptRecord(f"its {name} is not a number")
+        if body is not None:
+            check_body(row["body_sha256"], [body])
+        fields = {k: row[k] for k in _CLAIM_FIELDS}
+        return cls(**fields, recipients=tuple(recipients), body=body, body_sha256=row["body_sha256"])
+
+
+_CLAIM_FIELDS = (
+    "id", "connector_id", "recipient_count", "size", "save_to_sent_items", "attempts", "created_at", "expires_at",
+    "message_id",
+)  # fmt: skip
+
+
+def readable_recipients(value: object) -> tuple[str, ...]:
+    """The addresses of a row, for views: a damaged value shows as none (the claim fails such a message
+    with the reason), so that listing or showing it never breaks."""
+    if isinstance(value, list):
+        return tuple(r for r in value if isinstance(r, str))
+    return ()
+
+
+def body_digest(chunks: Iterable[bytes]) -> str:
+    """SHA-256 of the stored bytes (header chunk and body chunks, in order), hex."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_body(expected: str | None, chunks: Iterable[bytes]) -> None:
+    """Raise ``CorruptRecord`` when stored bytes no longer match the checksum taken at acceptance."""
+    if expected is not None and body_digest(chunks) != expected:
+        raise CorruptRecord(BODY_MISMATCH)
 
 
 @dataclass(frozen=True)

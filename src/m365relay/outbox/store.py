@@ -2,8 +2,10 @@
 PostgreSQL: a committed transaction) and the relay owns it: it ends ``sent``, ``failed`` (with the reason
 and remedy) or ``cancelled`` — never lost.
 
-Work is claimed with a lease in one statement (``claim``); a worker that dies leaves leases that expire,
-and its messages are claimed again. Every transition writes an event, so ``queue show`` tells the story.
+Work is claimed with a lease in one statement (``claim``, in claims.py with the rest of the lease code); a
+worker that dies leaves leases that expire, and its messages are claimed again. Every transition writes an
+event, so ``queue show`` tells the story. The stored bytes carry a SHA-256 taken at acceptance
+(``body_sha256``), checked before they are sent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, BinaryIO, TypeVar
 from typing import cast as type_cast
 
-from sqlalchemy import String, Table, and_, cast, delete, func, or_, select, update
+from sqlalchemy import String, Table, and_, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,8 +28,10 @@ from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
 from ..events.fanout import fan_out
 from ..graph.mime import OutgoingMessage
+from .claims import Claims
 from .rawsql import RawStatements
 from .records import (
+    BODY_MISMATCH,
     CANCELLED,
     DEFERRED,
     FAILED,
@@ -36,7 +40,7 @@ from .records import (
     QUEUED,
     SENDING,
     SENT,
-    Claimed,
+    CorruptRecord,
     EnqueueResult,
     MessageRecord,
     QueueStats,
@@ -50,26 +54,9 @@ CHUNK_BYTES = 1024 * 1024
 MAX_RECIPIENTS = 500  # Exchange Online's per-message limit (PROTOCOL.md §7)
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 CHUNKS_PER_READ = 4
-INLINE_BODY_BYTES = (
-    256 * 1024
-)  # claimed messages up to this size come with their bytes  # bodies larger than this are spooled to a temporary file
 
 
-CLAIM_COLUMNS = (
-    MessageRow.id,
-    MessageRow.connector_id,
-    MessageRow.recipients,
-    MessageRow.recipient_count,
-    MessageRow.size,
-    MessageRow.save_to_sent_items,
-    MessageRow.attempts,
-    MessageRow.created_at,
-    MessageRow.expires_at,
-    MessageRow.message_id,
-)
-
-
-class Outbox:
+class Outbox(Claims):
     def __init__(
         self,
         db: Database,
@@ -195,96 +182,31 @@ class Outbox:
         # Chunk 0 is the header block (views read headers without the body); the body follows in 1 MiB
         # chunks read from its stream, so a large message is never copied whole.
         raw.insert_chunk(cursor, new_id, 0, header)
+        checksum = hashlib.sha256(header)  # of the stored bytes, checked before they are sent (claims.py)
         message.body.seek(message.body_offset)
         seq = 1
         while data := message.body.read(CHUNK_BYTES):
             raw.insert_chunk(cursor, new_id, seq, data)
+            checksum.update(data)
             seq += 1
+        raw.set_checksum(cursor, new_id, checksum.hexdigest())
         detail = f"{len(recipients)} recipient(s), {size} bytes, via {fields['source']}"
         raw.insert_event(cursor, {"message_id": new_id, "at": now, "kind": "queued", "detail": detail})
         fan_out(session, new_id, now, "queued", detail)  # webhooks: the `accepted` event, same transaction
         return new_id
 
-    # -- claiming ----------------------------------------------------------------------------------
-
-    def claim(self, owner: str, connector_id: int, limit: int, lease_seconds: float) -> list[Claimed]:
-        """Lease up to ``limit`` due messages of one connector to ``owner``, oldest due first. Messages whose
-        lease expired (their worker died) are due again. One statement: on PostgreSQL the inner SELECT takes
-        ``FOR UPDATE SKIP LOCKED``, so concurrent workers never claim the same message."""
-        if limit <= 0:
-            return []
-        now = self.clock.now()
-        due = or_(
-            and_(MessageRow.status.in_(PENDING), MessageRow.next_attempt_at <= now),
-            and_(MessageRow.status == SENDING, MessageRow.lease_expires_at < now),
-        )
-        candidates = (
-            select(MessageRow.id)
-            .where(MessageRow.connector_id == connector_id, due)
-            .order_by(MessageRow.next_attempt_at, MessageRow.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # rendered on PostgreSQL; SQLite holds BEGIN IMMEDIATE instead
-        )
-        statement = (
-            update(MessageRow)
-            .where(MessageRow.id.in_(candidates.scalar_subquery()))
-            .values(
-                status=SENDING,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=MessageRow.attempts + 1,
-                updated_at=now,
-            )
-            .returning(*CLAIM_COLUMNS)
-            .execution_options(synchronize_session=False)
-        )
-        with self.db.write() as session:
-            rows = session.execute(statement).all()
-            if not rows:
-                return []
-            session.execute(
-                EVENTS.insert(),
-                [
-                    {
-                        "message_id": r.id,
-                        "at": now,
-                        "kind": "claimed",
-                        "detail": f"attempt {r.attempts} by {owner}",
-                        "request_id": None,
-                    }
-                    for r in rows
-                ],
-            )
-            bodies = _small_bodies(session, [r.id for r in rows if r.size <= INLINE_BODY_BYTES])
-        claimed = [
-            Claimed(**{**row._mapping, "recipients": tuple(row.recipients), "body": bodies.get(row.id)}) for row in rows
-        ]
-        return sorted(claimed, key=lambda c: c.id)
-
-    def renew_leases(self, owner: str, ids: list[int], lease_seconds: float) -> int:
-        if not ids:
-            return 0
-        until = self.clock.now() + timedelta(seconds=lease_seconds)
-
-        # Through the committer like every other write of this process: two connections of one process
-        # updating the same rows in different orders is how PostgreSQL deadlocks happen.
-        def write(session: Session) -> int:
-            result = session.execute(
-                update(MessageRow)
-                .where(MessageRow.id.in_(sorted(ids)), MessageRow.lease_owner == owner, MessageRow.status == SENDING)
-                .values(lease_expires_at=until)
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
-
-        return self._write(write)
+    # -- bodies ------------------------------------------------------------------------------------
 
     def open_body(self, message_id: int) -> BinaryIO:
-        """The stored RFC 5322 bytes as a seekable file: in memory when small, spooled to disk when large."""
+        """The stored RFC 5322 bytes as a seekable file: in memory when small, spooled to disk when large.
+        Raises ``CorruptMessageError`` when they do not match the checksum taken at acceptance."""
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned to the caller
+        digest = hashlib.sha256()
         # A few chunks per query: one round trip for a small message, flat memory for a large one (a server-
         # side cursor would cost three round trips even for the one-chunk messages that are the norm).
         next_seq = 0
         with self.db.read() as session:
+            expected = session.scalar(select(MessageRow.body_sha256).where(MessageRow.id == message_id))
             while True:
                 rows = session.execute(
                     select(MessageChunkRow.seq, MessageChunkRow.data)
@@ -294,9 +216,13 @@ class Outbox:
                 ).all()
                 for seq, data in rows:
                     spool.write(data)
+                    digest.update(data)
                     next_seq = seq + 1
                 if len(rows) < CHUNKS_PER_READ:
                     break
+        if expected is not None and digest.hexdigest() != expected:
+            spool.close()
+            raise CorruptRecord(BODY_MISMATCH)
         spool.seek(0)
         return type_cast(BinaryIO, spool)
 
@@ -426,35 +352,6 @@ class Outbox:
             session.flush()
             return MessageRecord.from_row(row)
 
-    def expire(self) -> list[int]:
-        """Fail pending messages older than the queue lifetime (Postfix's maximal_queue_lifetime)."""
-        now = self.clock.now()
-        with self.db.write() as session:
-            # Row locks (skipping rows a worker is claiming right now) so that a message cannot be claimed and
-            # sent by one process while another marks it failed.
-            ids = list(
-                session.scalars(
-                    select(MessageRow.id)
-                    .where(MessageRow.status.in_(PENDING), MessageRow.expires_at <= now)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for message_id in ids:
-                row = session.get(MessageRow, message_id)
-                assert row is not None
-                reason = (
-                    f"not sent within the queue lifetime ({self.max_queue_lifetime}); last error: "
-                    f"{row.last_error_message or 'none'}"
-                )
-                row.status, row.updated_at = FAILED, now
-                row.last_error_kind = row.last_error_kind or "Expired"
-                row.last_error_message = reason[:4000]
-                row.last_error_remedy = row.last_error_remedy or (
-                    "The message waited too long. Fix the cause shown in its events, then retry it."
-                )
-                _event(session, message_id, now, "expired", reason)
-            return ids
-
     def purge(
         self, statuses: tuple[str, ...] = FINAL, older_than: timedelta = timedelta(0), *, limit: int | None = None
     ) -> int:
@@ -575,21 +472,6 @@ class Outbox:
 
 def message_sender(message: OutgoingMessage) -> str | None:
     return message.first_address("From")
-
-
-def _small_bodies(session: Session, ids: list[int]) -> dict[int, bytes]:
-    """The whole stored bytes of small messages, in one query (their chunks, in order)."""
-    if not ids:
-        return {}
-    parts: dict[int, list[bytes]] = {}
-    rows = session.execute(
-        select(MessageChunkRow.message_id, MessageChunkRow.data)
-        .where(MessageChunkRow.message_id.in_(ids))
-        .order_by(MessageChunkRow.message_id, MessageChunkRow.seq)
-    )
-    for message_id, data in rows:
-        parts.setdefault(message_id, []).append(bytes(data))
-    return {message_id: b"".join(chunks) for message_id, chunks in parts.items()}
 
 
 def _apply(session: Session, message_id: int, owner: str, values: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 router = APIRouter(include_in_schema=False)
 
 Status = Literal["ready", "degraded", "unavailable"]
+READY_RETRY_AFTER = "5"
 
 
 @dataclass(frozen=True)
@@ -74,4 +75,7 @@ async def healthz() -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     result = await asyncio.to_thread(readiness, runtime)
-    return JSONResponse(result.body(), status_code=result.http_status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if result.http_status == 503:
+        headers["Retry-After"] = READY_RETRY_AFTER  # RFC 9110 §10.2.3: a 503 says when to look again
+    return JSONResponse(result.body(), status_code=result.http_status, headers=headers)

@@ -28,6 +28,7 @@ log = logging.getLogger("m365relay.web")
 
 PROBLEM_BASE = "https://m365relay.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
+STORE_RETRY_AFTER = "5"  # seconds: a database outage is usually over by then (a restart, a failover)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _relay_error_problem(exc: M365RelayError) -> tuple[str, list[FieldError], di
     if isinstance(exc, MessageError):
         return "invalid-message", [], None
     if isinstance(exc, StoreError):
-        return "store-unavailable", [], {"Retry-After": "5"}
+        return "store-unavailable", [], {"Retry-After": STORE_RETRY_AFTER}
     return "internal-error", [], None
 
 

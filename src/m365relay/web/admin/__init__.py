@@ -92,9 +92,12 @@ def _csrf_refused(request: Request, exc: Exception) -> Response:
 
 
 def _store_down(request: Request, exc: StoreError) -> Response:
+    retry = {"Retry-After": "5"}  # a temporary condition: say when to come back (RFC 9110 §10.2.3)
     if not request.url.path.startswith("/admin"):
-        return JSONResponse({"detail": exc.message}, status_code=503)
+        return JSONResponse({"detail": exc.message}, status_code=503, headers=retry)
     ui: AdminUI = request.app.state.admin
-    return ui.render(
+    page = ui.render(
         "error.html", None, status_code=503, title="The database is not answering", text=exc.message, remedy=exc.remedy
     )
+    page.headers.update(retry)
+    return page

@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...access.api_keys import ApiKey, ApiKeyStore
 from ...connectors import ConnectorConfig
-from ...errors import NotFoundError
-from ..problems import ProblemError, problem_response
+from ...errors import NotFoundError, StoreError
+from ..problems import STORE_RETRY_AFTER, ProblemError, problem_response
 from ..ratelimit import RateLimiter, retry_after_header
 from .checkcache import CheckCache
 
@@ -152,6 +152,14 @@ class PreAuthMiddleware:
             key = await check_key(request, self.context)
         except ProblemError as exc:
             response = problem_response(request, "unauthorized", str(exc.detail), headers=dict(exc.headers or {}))
+            await response(scope, receive, send)
+            return
+        except StoreError as exc:
+            # This middleware sits outside the app's error handlers: a database outage met here must get the
+            # same 503 store-unavailable (with Retry-After) as one met inside a route, not a bare 500.
+            response = problem_response(
+                request, "store-unavailable", exc.message, headers={"Retry-After": STORE_RETRY_AFTER}, remedy=exc.remedy
+            )
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["api_key"] = key
