@@ -6,12 +6,23 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, consent, drafts, graph, identity, viewer
+from . import admin, consent, drafts, graph, identity, sentitems, users, viewer
 from .state import Sandbox
 
 # Graph path segments are case-insensitive (`/Users/x/SendMail` works) [obs]; routes use one spelling.
 _GRAPH_SEGMENTS = {
-    name.lower(): name for name in ("users", "me", "sendMail", "messages", "attachments", "createUploadSession", "send")
+    name.lower(): name
+    for name in (
+        "users",
+        "me",
+        "sendMail",
+        "messages",
+        "attachments",
+        "createUploadSession",
+        "send",
+        "mailFolders",
+        "sentitems",  # a well-known folder name, case-insensitive [doc]
+    )
 }
 
 
@@ -38,7 +49,10 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
     route_list: list[BaseRoute] = [
         send_mail,  # first: it is the hot path, and routes are tried in order
         *drafts.routes(sandbox),
+        *sentitems.routes(sandbox),
+        *users.routes(sandbox),
         *graph_rest,
+        *sentitems.admin_routes(sandbox),
         *admin.routes(sandbox),
         *viewer.routes(sandbox, templates),
         *consent.routes(sandbox, templates),

@@ -16,6 +16,7 @@ class Draft:
     created: float
     message: dict[str, Any]
     attachments: tuple[AttachmentData, ...] = ()
+    internet_message_id: str = ""  # assigned at creation; the sent message keeps it [obs]
 
 
 @dataclass

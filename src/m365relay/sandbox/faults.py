@@ -1,5 +1,10 @@
 """Fault injection per stage: `PUT /_sandbox/faults` decides which calls fail and how.
 
+Kinds: `status` answers an error and changes nothing; `reset` drops the connection before the call is
+carried out; `slow` delays it; `drop` carries the call out (a send is delivered and filed in Sent Items)
+and then resets the connection instead of answering — an in-doubt send, as a client sees it when the
+answer is lost after Exchange accepted the request.
+
 A rule is either random (`probability`, from a seedable RNG) or deterministic (`count`: the next N
 calls of that stage fail, then the rule is spent). Faults are decided before any state change, so a
 faulted sendMail delivers nothing — exactly what a client sees when Graph answers 503.
@@ -21,11 +26,14 @@ STAGES: dict[str, tuple[str, ...]] = {
     "createDraft": ("createDraft", "draft", "graph"),
     "addAttachment": ("addAttachment", "draft", "graph"),
     "sendDraft": ("sendDraft", "draft", "graph"),
+    "listMessages": ("listMessages", "read", "graph"),
+    "getMessage": ("getMessage", "read", "graph"),
+    "listUsers": ("listUsers", "graph"),
     "createUploadSession": ("createUploadSession", "upload", "graph"),
     "uploadChunk": ("uploadChunk", "upload"),
     "cancelUpload": ("cancelUpload", "upload"),
 }
-KINDS = ("status", "reset", "slow")
+KINDS = ("status", "reset", "slow", "drop")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ def deliver(call: Call, *, prepared: Prepared, save_to_sent_items: bool, source:
         attachments=tuple(a.summary() for a in prepared.attachments) if source != "mime" else None,
     )
     sandbox.mail.add(captured)
+    if save_to_sent_items:  # filed asynchronously: visible after the Sent Items delay (sentitems.py)
+        sandbox.sent_items.file(captured, sandbox.clock.now())
     return captured
 
 
