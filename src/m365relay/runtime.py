@@ -17,6 +17,8 @@ from .db.groupcommit import GroupCommitter
 from .dispatch import AdvisoryGate, BudgetLimits, Budgets, Dispatcher, LocalGate, RetryPolicy
 from .graph import GraphSender
 from .lifecycle import ExpiryWatch
+from .mailbox.reconcile import Reconciler
+from .mailbox.sent_items import SentItems
 from .metrics import Metrics
 from .outbox import Outbox
 from .outbox.backpressure import Backpressure
@@ -41,7 +43,10 @@ class Runtime:
 
     @cached_property
     def sender(self) -> GraphSender:
-        return GraphSender(self.tokens, metrics=self.metrics, timeout=self.settings.graph_timeout)
+        s = self.settings
+        return GraphSender(
+            self.tokens, metrics=self.metrics, timeout=s.graph_timeout, prefer_mime=s.reconcile_prefer_mime
+        )
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -90,6 +95,9 @@ class Runtime:
             expiry_watch=ExpiryWatch(self.connectors, self.outbox, s, clock=self.clock),
             retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
+            reconciler=Reconciler(
+                SentItems(self.sender), settle=s.reconcile_settle_seconds, prefer_mime=s.reconcile_prefer_mime
+            ),
         )
 
     def _count_token(self, connector: ConnectorConfig, outcome: str) -> None:

@@ -40,13 +40,17 @@ from ..errors import (
     DeliveryError,
     MessageError,
     PermissionMissingError,
+    SendInDoubtError,
     StoreError,
     ThrottledError,
     TokenServiceError,
 )
 from ..graph import GraphSender, OutgoingMessage
+from ..mailbox.reconcile import Reconciler, Verdict
+from ..mailbox.sent_items import SentItems
 from ..metrics import Metrics
 from ..outbox import FINAL, Claimed, Outbox
+from ..outbox.doubt import CONFIRMED, POSSIBLE_DUPLICATE, Doubts
 from .budget import Budgets
 from .gate import LocalGate
 from .retry import RetryPolicy
@@ -104,6 +108,7 @@ class Dispatcher:
         owner: str | None = None,
         expiry_watch: ExpiryWatch | None = None,
         retention: timedelta | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.outbox = outbox
         self.connectors = connectors
@@ -121,6 +126,9 @@ class Dispatcher:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.expiry_watch = expiry_watch  # credential expiry: checked on start, then daily (lifecycle/)
         self.retention = retention  # None: finished mail is kept until someone purges it
+        # In-doubt sends are looked up in Sent Items before any resend (mailbox/reconcile.py, outbox/doubt.py).
+        self.reconciler = reconciler or Reconciler(SentItems(sender))
+        self.doubts = Doubts(outbox)
         self.stats = DispatchStats()
         self._lanes: dict[int, _Lane] = {}
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
@@ -303,6 +311,10 @@ class Dispatcher:
     async def _attempt(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool) -> bool | None:
         """One attempt. Returns whether the connector proved to work (the message went, or failed on its own),
         or None when nothing was tried (a probe's message held back for budget)."""
+        if message.doubt_since is not None:
+            handled, outcome = await self._reconcile(connector, lane, message, probe=probe)
+            if handled:
+                return outcome
         if self.budgets is not None:
             wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
             if wait is not None:
@@ -311,26 +323,35 @@ class Dispatcher:
         body = (
             io.BytesIO(message.body) if message.body is not None else await self._db(self.outbox.open_body, message.id)
         )
+        sending = False
         try:
             prepared = await self.sender.prepare(
-                connector, OutgoingMessage.from_stream(body), envelope=list(message.recipients),
-                save_to_sent_items=message.save_to_sent_items,
+                connector, await self._with_message_id(connector, message, OutgoingMessage.from_stream(body)),
+                envelope=list(message.recipients), save_to_sent_items=message.save_to_sent_items,
             )  # fmt: skip
+            prepared.on_draft = functools.partial(self._note_draft, message)
             async with self.gate.slot(connector.id):
                 if (reason := await self._must_wait(lane, probe)) is not None:
                     await self._give_back(message, reason)
                     return True
                 self.stats.in_flight += 1
                 on_wire = time.perf_counter()
+                sending = True
                 try:
                     result = await prepared.send()
                 finally:
                     self.stats.in_flight -= 1
                     self.stats.slot_seconds += time.perf_counter() - on_wire
         except asyncio.CancelledError:
-            await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
+            if sending:  # cut off while the request was on the wire: it may have gone
+                await asyncio.shield(self._record_doubt(message, None))
+            else:
+                await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
             self.stats.released += 1
             raise
+        except SendInDoubtError as exc:  # the request went out and no answer came: not a clean failure
+            await self._record_doubt(message, exc)
+            return True
         except Exception as exc:  # every failure is routed through the retry policy
             return await self._failed(connector, lane, message, exc, probe=probe)
         finally:
@@ -339,6 +360,79 @@ class Dispatcher:
         self.stats.sent += 1
         self._count("sent")
         return True
+
+    # -- in-doubt sends (issue 15): kept together so the sending path above stays as it was -------------
+
+    async def _reconcile(
+        self, connector: ConnectorConfig, lane: _Lane, message: Claimed, *, probe: bool
+    ) -> tuple[bool, bool | None]:
+        """Before resending an in-doubt message, look for it in Sent Items, inside an in-flight slot and the
+        request budget like any Graph call. Returns (handled, outcome): handled False means "send it now"."""
+        try:
+            token = await self.sender.check_token(connector)
+            why_not = self.reconciler.checkable(message, token)
+            if why_not is not None:
+                verdict = Verdict(POSSIBLE_DUPLICATE, why_not)
+            else:
+                if self.budgets is not None:
+                    wait = await self._db(self.budgets.reserve, connector.id, 0)
+                    if wait is not None:
+                        await self._hold(connector, lane, message, wait, "request budget of the mailbox used up")
+                        return True, None if probe else True
+                async with self.gate.slot(connector.id):
+                    if (reason := await self._must_wait(lane, probe)) is not None:
+                        await self._give_back(message, reason)
+                        return True, True
+                    verdict = await self.reconciler.check(connector, message, self.clock.now())
+        except asyncio.CancelledError:
+            await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
+            raise
+        except Exception as exc:  # a failed lookup is a failed attempt; the doubt stays until one succeeds
+            return True, await self._failed(connector, lane, message, exc, probe=probe)
+        return await self._settle(connector, message, verdict)
+
+    async def _settle(self, connector: ConnectorConfig, message: Claimed, verdict: Verdict) -> tuple[bool, bool | None]:
+        if self.metrics is not None:
+            self.metrics.reconciliations.labels(connector.name, verdict.action).inc()
+        if verdict.action == CONFIRMED:
+            await self._record(self.doubts.confirm, message.id, self.owner, verdict.detail, verdict.request_id)
+            self.stats.sent += 1
+            self._count("sent")
+            return True, True
+        if verdict.until is not None:
+            await self._record(self.doubts.look_again, message.id, self.owner, verdict.until, verdict.detail)
+            self.stats.deferred += 1
+            return True, True
+        if verdict.action == POSSIBLE_DUPLICATE:
+            log.warning("message %s: sending again without a check (%s)", message.id, verdict.detail)
+        await self._record(self.doubts.resolve, message.id, self.owner, verdict.action, verdict.detail)
+        return False, None
+
+    async def _record_doubt(self, message: Claimed, error: SendInDoubtError | None) -> None:
+        first = self.reconciler.first_lookup(self.clock.now())
+        await self._record(self.doubts.record, message.id, self.owner, error, first)
+        self.stats.deferred += 1
+        if self.metrics is not None:
+            self.metrics.in_doubt.inc()
+
+    async def _note_draft(self, message: Claimed, draft_id: str, internet_message_id: str | None) -> None:
+        await self._record(self.doubts.note_draft, message.id, self.owner, draft_id, internet_message_id)
+
+    async def _with_message_id(
+        self, connector: ConnectorConfig, message: Claimed, outgoing: OutgoingMessage
+    ) -> OutgoingMessage:
+        """Every send carries a Message-ID the outbox knows (it is what Sent Items is searched by). Acceptance
+        adds one; a message stored without it gets one derived from its row, so a retry adds the same."""
+        present = (outgoing.header_text("Message-ID") or "").strip()
+        if message.message_id and present:
+            return outgoing
+        if not present:
+            domain = connector.user_name.rpartition("@")[2] or "m365relay.invalid"
+            stamp = int(message.created_at.timestamp() * 1000)
+            present = f"<m365relay.{message.id}.{stamp}@{domain}>"
+            outgoing.headers.set_raw("Message-ID", present)
+        await self._record(self.doubts.store_message_id, message.id, present)
+        return outgoing
 
     async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
         """Inside a slot, just before sending: honour a throttle that arrived meanwhile. Returns a reason

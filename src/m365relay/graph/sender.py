@@ -17,6 +17,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from urllib.parse import quote
@@ -32,9 +33,10 @@ from ..errors import (
     PermissionMissingError,
 )
 from ..metrics import Metrics
-from ..net import async_client, translate_transport_error
+from ..net import async_client
 from .convert import convert
 from .mime import OutgoingMessage, align_recipients
+from .outcome import delivers, transport_failure
 from .responses import translate_graph_error
 
 # Graph caps each REST request at 4 MB (PROTOCOL.md §5); stay a little under it for headers and JSON.
@@ -42,6 +44,14 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 REQUEST_MARGIN = 64 * 1024
 MAIL_SEND = "Mail.Send"
 MAIL_READWRITE = "Mail.ReadWrite"
+# Any of these lets the relay find a sent message in Sent Items by internetMessageId (PROTOCOL.md §12).
+READ_ROLES = ("Mail.ReadBasic.All", "Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite")
+DraftHook = Callable[[str, str | None], Awaitable[None]]  # (draft id, its internetMessageId), before `send`
+
+
+def can_read(roles: tuple[str, ...] | None) -> bool | None:
+    """Whether a token may read the mailbox; None when the token is opaque (its roles unknown)."""
+    return None if roles is None else any(r in roles for r in READ_ROLES)
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class _Call:
     client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     request_ids: list[str] = field(default_factory=list)
     retried_auth: bool = False
+    on_draft: DraftHook | None = None  # told a large message's draft id before its `send` (in-doubt checks)
 
 
 @dataclass
@@ -76,9 +87,11 @@ class PreparedSend:
     notes: list[str]
     mime_body: bytes | None  # the request body, ready: base64 MIME or JSON
     started: float
+    on_draft: DraftHook | None = None
 
     async def send(self) -> SendResult:
         sender, call, connector = self.sender, self.call, self.call.connector
+        call.on_draft = self.on_draft
         try:
             if self.method == "mime" and self.mime_body is not None:
                 response = await sender.request(
@@ -117,8 +130,12 @@ class GraphSender:
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        prefer_mime: bool = False,
     ) -> None:
         self.tokens = tokens
+        # With a read permission, send saveToSentItems=false mail as MIME too: a Sent Items copy is what lets an
+        # in-doubt send be checked instead of repeated (M365RELAY_RECONCILE_PREFER_MIME).
+        self.prefer_mime = prefer_mime
         self.metrics = metrics
         self.timeout = timeout
         self.transport = transport
@@ -164,6 +181,10 @@ class GraphSender:
             outgoing.headers["From"] = connector.user_name
         call = _Call(connector, await self._token(connector))
         method = self._choose(outgoing.size, call.token, save_to_sent_items)
+        if method == "json" and self.prefer_mime and can_read(call.token.roles):
+            method = "mime"
+            notes.append("sent as MIME (saved in Sent Items) although saveToSentItems=false, so that a send whose "
+                         "outcome is unknown can be checked there instead of repeated")  # fmt: skip
         body: bytes | None = None
         if method == "mime":
             body = base64.b64encode(outgoing.to_bytes())
@@ -231,8 +252,8 @@ class GraphSender:
             self.metrics.graph_requests.labels(connector.name, path.rsplit("/", 1)[-1] or path).inc()
         try:
             response = await client.request(method, url, content=content, headers=all_headers)
-        except httpx.TransportError as exc:
-            raise translate_transport_error(exc, f"Graph {path}") from exc
+        except httpx.TransportError as exc:  # sent or not? graph/outcome.py decides
+            raise transport_failure(exc, f"Graph {path}", sending=delivers(method, path)) from exc
         if request_id := response.headers.get("request-id"):
             call.request_ids.append(request_id)
         if response.status_code == 401 and authorize and not call.retried_auth:
@@ -244,6 +265,14 @@ class GraphSender:
         if response.status_code >= 300:  # a redirect is not a send: httpx does not follow it, Graph never sends one
             raise translate_graph_error(response, path.rsplit("/", 1)[-1] if "/" in path else path)
         return response
+
+    async def read(self, connector: ConnectorConfig, path: str, query: dict[str, str] | None = None) -> httpx.Response:
+        """A Graph GET on the connector's mailbox (Sent Items lookups, drafts: mailbox/). Raises like a send."""
+        call = _Call(connector, await self._token(connector))
+        url = f"{connector.cloud.graph_url}/v1.0/users/{quote(connector.user_name)}/{path}"
+        if query:  # OData option names keep their `$`; values are percent-encoded whole
+            url += "?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in query.items())
+        return await self.request(call, "GET", path, absolute_url=url)
 
     async def check_token(self, connector: ConnectorConfig) -> AccessToken:
         """Get a token and check its permissions, without sending anything (probes, the doctor)."""

@@ -161,6 +161,9 @@ class Claimed:
     expires_at: datetime
     message_id: str | None
     body: bytes | None = field(default=None, repr=False)  # small messages come with their bytes (one query less)
+    doubt_since: datetime | None = None  # the last attempt's outcome is unknown (outbox/doubt.py)
+    draft_id: str | None = None  # the draft of a large message's in-doubt attempt
+    draft_message_id: str | None = None
 
 
 @dataclass(frozen=True)

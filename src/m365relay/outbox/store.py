@@ -25,6 +25,7 @@ from ..db.groupcommit import GroupCommitter
 from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
 from ..errors import ConflictError, DeliveryError, NotFoundError, ValidationError
 from ..graph.mime import OutgoingMessage
+from .doubt import IN_DOUBT, TAKEOVER_DETAIL, taken_over, takeover_values
 from .rawsql import RawStatements
 from .records import (
     CANCELLED,
@@ -65,6 +66,9 @@ CLAIM_COLUMNS = (
     MessageRow.created_at,
     MessageRow.expires_at,
     MessageRow.message_id,
+    MessageRow.doubt_since,
+    MessageRow.draft_id,
+    MessageRow.draft_message_id,
 )
 
 
@@ -225,6 +229,7 @@ class Outbox:
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=MessageRow.attempts + 1,
                 updated_at=now,
+                **takeover_values(now),  # a message taken from a dead owner is in doubt (outbox/doubt.py)
             )
             .returning(*CLAIM_COLUMNS)
             .execution_options(synchronize_session=False)
@@ -244,6 +249,11 @@ class Outbox:
                         "request_id": None,
                     }
                     for r in rows
+                ]
+                + [
+                    {"message_id": r.id, "at": now, "kind": IN_DOUBT, "detail": TAKEOVER_DETAIL, "request_id": None}
+                    for r in rows
+                    if taken_over(r.doubt_since, now)
                 ],
             )
             bodies = _small_bodies(session, [r.id for r in rows if r.size <= INLINE_BODY_BYTES])
