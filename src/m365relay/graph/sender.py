@@ -266,10 +266,14 @@ class GraphSender:
             raise translate_graph_error(response, path.rsplit("/", 1)[-1] if "/" in path else path)
         return response
 
-    async def read(self, connector: ConnectorConfig, path: str, query: dict[str, str] | None = None) -> httpx.Response:
-        """A Graph GET on the connector's mailbox (Sent Items lookups, drafts: mailbox/). Raises like a send."""
+    async def read(
+        self, connector: ConnectorConfig, path: str, query: dict[str, str] | None = None, *, mailbox: str | None = None
+    ) -> httpx.Response:
+        """A Graph GET on the connector's mailbox, or on ``mailbox`` (Sent Items lookups, drafts: mailbox/; the
+        doctor's scope probe). ``path`` "" with ``mailbox`` "" is ``GET /users``. Raises like a send."""
         call = _Call(connector, await self._token(connector))
-        url = f"{connector.cloud.graph_url}/v1.0/users/{quote(connector.user_name)}/{path}"
+        who = connector.user_name if mailbox is None else mailbox
+        url = f"{connector.cloud.graph_url}/v1.0/users" + (f"/{quote(who)}/{path}" if who else "")
         if query:  # OData option names keep their `$`; values are percent-encoded whole
             url += "?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in query.items())
         return await self.request(call, "GET", path, absolute_url=url)

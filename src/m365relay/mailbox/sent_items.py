@@ -40,11 +40,14 @@ class SentItems:
     def __init__(self, sender: GraphSender) -> None:
         self.sender = sender
 
-    async def find(self, connector: ConnectorConfig, internet_message_id: str) -> SentCopy | None:
-        """The Sent Items copy with this internetMessageId, or None. Raises CannotCheck or a transient error."""
+    async def find(
+        self, connector: ConnectorConfig, internet_message_id: str, *, mailbox: str | None = None
+    ) -> SentCopy | None:
+        """The Sent Items copy with this internetMessageId (in the connector's mailbox, or ``mailbox``), or None.
+        Raises CannotCheck or a transient error."""
         query = {"$filter": f"internetMessageId eq {odata_string(internet_message_id)}", "$select": SELECT}
         try:
-            response = await self.sender.read(connector, "mailFolders/sentitems/messages", query)
+            response = await self.sender.read(connector, "mailFolders/sentitems/messages", query, mailbox=mailbox)
         except (PermissionMissingError, AccessPolicyError, MessageError) as exc:
             raise CannotCheck(exc.message) from exc
         try:
