@@ -235,17 +235,21 @@ def chaos_run(total: int, database_url: str | None, seed: int = 1, read_permissi
             relay.stop()
             raise RuntimeError(f"SMTP load failed: {smtp_errors[0]}")
         ingest_seconds = time.perf_counter() - started
-        relay.stop_chaos.set()
-        stop_faults.set()
-        for t in threads:
-            t.join()
         try:
-            deadline = time.monotonic() + (120 if total <= 2000 else 900)
-            while runtime.outbox.pending_count():
+            # Kills and faults go on while the backlog is sent (that is when sends are on the wire): kills until
+            # half of it is out, faults until all of it is.
+            deadline = time.monotonic() + (300 if total <= 2000 else 900)
+            while pending := runtime.outbox.pending_count():
+                if pending <= total // 4:
+                    relay.stop_chaos.set()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"not drained: {_diagnose(runtime, relay)}")
                 time.sleep(0.5)
         finally:
+            relay.stop_chaos.set()
+            stop_faults.set()
+            for t in threads:
+                t.join()
             relay.stop()
         accepted = set(smtp_accepted) | {runtime.outbox.get(i, events=False).message_id or "" for i in api_ids}
         with sandbox.admin() as admin:
