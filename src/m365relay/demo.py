@@ -203,6 +203,20 @@ def demo_info(endpoints: Endpoints, sandbox: SandboxServer, relay_password: str,
     )
 
 
+def grant_read_permission(sandbox: SandboxServer) -> None:
+    """The demo app also holds Mail.ReadBasic.All, as a careful production setup would: a send whose answer
+    is lost is then looked up in Sent Items instead of sent twice (docs/delivery.md)."""
+    state, client_id = sandbox.sandbox, str(sandbox.demo_info["client_id"])
+    assert state is not None
+    app = state.directory.apps[client_id.lower()]
+    extra = ("Mail.ReadBasic.All",)
+    state.directory.update_app(
+        client_id,
+        granted_roles=tuple(dict.fromkeys((*app.granted_roles, *extra))),
+        requested_permissions=tuple(dict.fromkeys((*app.requested_permissions, *extra))),
+    )
+
+
 def swaks_command(host: str, port: int, password: str) -> str:
     return (
         f"swaks --server {host}:{port} --auth LOGIN --auth-user {DEMO_RELAY_USER} "
@@ -258,6 +272,7 @@ async def run_demo(
         await asyncio.to_thread(sandbox.start)
     except OSError as exc:
         raise ValidationError("--sandbox-port", f"cannot start the sandbox: {exc.strerror or exc}") from exc
+    grant_read_permission(sandbox)
     runtime: Runtime | None = None
     try:
         runtime = await asyncio.to_thread(Runtime, settings)

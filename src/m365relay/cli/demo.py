@@ -115,6 +115,13 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print("or with Python's standard library:")
     out.print(f"  {info.python}", markup=False)
     out.print()
+    out.print("To see an in-doubt send checked in Sent Items (the demo app holds Mail.ReadBasic.All), make the")
+    out.print("sandbox lose the next answer, send a message, then read its history (`m365relay queue show ID`):")
+    drop = """'{"sendMail": {"kind": "drop", "count": 1}}'"""
+    out.print(
+        f"  curl --cacert {info.sandbox_ca_file} -X PUT {info.sandbox_url}/_sandbox/faults -d {drop}", markup=False
+    )
+    out.print()
     out.print(f"The same details as JSON, for scripts: {(home / DEMO_FILE).resolve()}", markup=False)
 
 
