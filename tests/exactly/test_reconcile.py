@@ -194,3 +194,19 @@ def test_a_large_message_whose_send_answer_was_lost_is_resolved_by_its_draft(
     assert kinds(runtime, message_id)[-1] == "confirmed"
     assert len(admin.messages(limit=100)) == 1
     assert admin.stats()["sendDraft"] == 1
+
+
+def test_a_message_stored_without_its_message_id_gets_it_stored_at_send_time(
+    make_runtime: Callable[..., tuple[Runtime, ConnectorConfig]], admin: SandboxAdmin
+) -> None:
+    from sqlalchemy import update
+
+    from m365relay.db.models import MessageRow
+
+    runtime, _ = make_runtime()
+    message_id = Relay(runtime=runtime).enqueue(to=["a@example.com"], subject="old row", text="x")
+    with runtime.db.write() as session:  # a row from before acceptance stored Message-IDs
+        session.execute(update(MessageRow).where(MessageRow.id == message_id).values(message_id=None))
+    run_until(runtime, is_sent(runtime, message_id))
+    stored = runtime.outbox.get(message_id).message_id
+    assert stored and delivered(admin)[stored] == 1

@@ -429,9 +429,10 @@ class Dispatcher:
         if not present:
             domain = connector.user_name.rpartition("@")[2] or "m365relay.invalid"
             stamp = int(message.created_at.timestamp() * 1000)
-            present = f"<m365relay.{message.id}.{stamp}@{domain}>"
+            present = message.message_id or f"<m365relay.{message.id}.{stamp}@{domain}>"
             outgoing.headers.set_raw("Message-ID", present)
-        await self._record(self.doubts.store_message_id, message.id, present)
+        if not message.message_id:
+            await self._record(self.doubts.store_message_id, message.id, present)
         return outgoing
 
     async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
