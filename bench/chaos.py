@@ -235,13 +235,11 @@ def chaos_run(total: int, database_url: str | None, seed: int = 1, read_permissi
             relay.stop()
             raise RuntimeError(f"SMTP load failed: {smtp_errors[0]}")
         ingest_seconds = time.perf_counter() - started
+        relay.stop_chaos.set()  # kills end with the ingest (a worker must get to run); faults go on while
+        threads[0].join()  # the backlog is sent, so answers are dropped while sends are on the wire
         try:
-            # Kills and faults go on while the backlog is sent (that is when sends are on the wire): kills until
-            # half of it is out, faults until all of it is.
             deadline = time.monotonic() + (300 if total <= 2000 else 900)
-            while pending := runtime.outbox.pending_count():
-                if pending <= total // 4:
-                    relay.stop_chaos.set()
+            while runtime.outbox.pending_count():
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"not drained: {_diagnose(runtime, relay)}")
                 time.sleep(0.5)
