@@ -154,17 +154,23 @@ def configure_connector(runtime: Runtime, sandbox: SandboxServer) -> ConnectorCo
 
 
 def grant_mail_read(sandbox: SandboxServer) -> None:
-    """Consent Mail.Read for the demo app, so the relay reads bounces from the demo mailbox's Inbox.
+    """Consent what a careful production setup adds to Mail.Send: Mail.Read, so the relay reads bounces from
+    the demo mailbox's Inbox (docs/delivery.md), and Mail.ReadBasic.All, so a send whose answer is lost is
+    looked up in Sent Items instead of sent twice (docs/credentials.md).
 
-    Through the sandbox's admin API (as a test would), not its internals: the core never imports the sandbox's
-    state. Mail.Read is what a real tenant's admin grants for bounce intake (docs/delivery.md)."""
+    Through the sandbox's admin API (as a script against it would), not its internals: what the app already
+    holds is kept."""
     import httpx
 
-    client_id = sandbox.demo_info["client_id"]
-    with httpx.Client(base_url=sandbox.url, verify=str(sandbox.ca_file), timeout=30) as client:
-        client.patch(
-            f"/_sandbox/apps/{client_id}", json={"granted_roles": ["Mail.Send", "Mail.Read"]}
-        ).raise_for_status()
+    client_id = str(sandbox.demo_info["client_id"])
+    extra = ["Mail.Read", "Mail.ReadBasic.All"]
+    with httpx.Client(base_url=sandbox.url, verify=str(sandbox.ca_file), timeout=30, trust_env=False) as client:
+        app = client.get(f"/_sandbox/apps/{client_id}").raise_for_status().json()
+        change = {
+            key: list(dict.fromkeys([*(str(r) for r in app.get(key, [])), *extra]))
+            for key in ("granted_roles", "requested_permissions")
+        }
+        client.patch(f"/_sandbox/apps/{client_id}", json=change).raise_for_status()
 
 
 def register_redirect_uri(sandbox: SandboxServer, uri: str) -> None:

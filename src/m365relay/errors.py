@@ -21,6 +21,7 @@ with ``raise … from`` so the cause stays inspectable. Each error knows three t
         │   ├── ThrottledError             429 TooManyRequests / ApplicationThrottled, with Retry-After
         │   ├── ServiceUnavailableError    503, 504, other 5xx from Graph
         │   ├── NetworkError               connection refused/reset, timeout, DNS
+        │   │   └── SendInDoubtError       the send was written, no answer came: it may have been sent
         │   ├── TokenServiceError          the token endpoint is down (5xx, unreachable)
         │   └── PermissionNeededError      > 4 MB without Mail.ReadWrite: held until the admin grants it
         ├── ConnectorError         the connector's setup is wrong → pause it
@@ -184,6 +185,17 @@ class NetworkError(TransientError):
     default_remedy = (
         "Microsoft 365 could not be reached (connection or timeout). Check this host's outbound HTTPS "
         "access (firewall, proxy, DNS); the message will be retried."
+    )
+
+
+class SendInDoubtError(NetworkError):
+    """A send request was written to Graph and no answer came back (reset, closed, read timeout): Exchange may
+    have accepted it. Never simply retried: the dispatcher looks for it in Sent Items first (outbox/doubt.py)."""
+
+    default_remedy = (
+        "The connection to Microsoft Graph broke after the message was handed over, so it may have been sent. "
+        "With Mail.ReadBasic.All granted, m365relay checks the mailbox's Sent Items before sending again; "
+        "without it, sending again may deliver the message twice."
     )
 
 

@@ -66,3 +66,17 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        # In-doubt sends (issue 15): how often the outcome was unknown, and how each doubt ended.
+        self.in_doubt = Counter(
+            "m365relay_sends_in_doubt",
+            "Send attempts whose outcome was unknown (answer lost, read timeout, worker stopped mid-request).",
+            registry=self.registry,
+        )
+        self.reconciliations = Counter(
+            "m365relay_reconciliations",
+            "Sent Items checks of in-doubt messages, by result: confirmed (found, not resent), not_in_sent_yet "
+            "(looked again later), resend_checked (not sent, sent again), possible_duplicate (sent again "
+            "without a check: add Mail.ReadBasic.All to avoid).",
+            ["connector", "result"],
+            registry=self.registry,
+        )

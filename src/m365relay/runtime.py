@@ -24,6 +24,8 @@ from .homedir import prepare_home
 from .homedir import remedy as home_remedy
 from .lifecycle import ExpiryWatch
 from .mailbox.inbox import InboxReader
+from .mailbox.reconcile import Reconciler
+from .mailbox.sent_items import SentItems
 from .metrics import Metrics
 from .outbox import Outbox
 from .outbox.backpressure import Backpressure
@@ -52,7 +54,10 @@ class Runtime:
 
     @cached_property
     def sender(self) -> GraphSender:
-        return GraphSender(self.tokens, metrics=self.metrics, timeout=self.settings.graph_timeout)
+        s = self.settings
+        return GraphSender(
+            self.tokens, metrics=self.metrics, timeout=s.graph_timeout, prefer_mime=s.reconcile_prefer_mime
+        )
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -102,6 +107,9 @@ class Runtime:
             retention=timedelta(days=s.retention_days) if s.retention_days else None,
             gate=AdvisoryGate(self.db, capacity) if self.db.is_postgres else LocalGate(capacity),
             liveness=AdvisoryLiveness(self.db) if self.db.is_postgres else FileLiveness.for_database(self.db),
+            reconciler=Reconciler(
+                SentItems(self.sender), settle=s.reconcile_settle_seconds, prefer_mime=s.reconcile_prefer_mime
+            ),
         )
         dispatcher.companions.append(self.inbox_reader(dispatcher).run)
         return dispatcher

@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     probe_base_seconds: float = Field(30.0, description="First delay before a paused connector is probed again.")
     probe_max_seconds: float = Field(900.0, description="Longest delay between probes of a paused connector.")
     graph_timeout: float = Field(60.0, description="Seconds before a Graph request is abandoned and retried.")
+    reconcile_settle_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds after an in-doubt send before a message not found in Sent Items is sent again "
+        "(Exchange files the copy asynchronously). Needs Mail.ReadBasic.All; see docs/delivery.md.",
+    )
+    reconcile_prefer_mime: bool = Field(
+        True,
+        description="With a mailbox read permission, send saveToSentItems=false mail as MIME too, so that a "
+        "send whose outcome is unknown can be checked in Sent Items instead of repeated.",
+    )
+    doctor_probe_mailbox: str | None = Field(
+        None,
+        description="A mailbox the app should NOT be able to read; the doctor expects 403 there to confirm the "
+        "read permission is scoped. Default: the tenant's first other user (with User.Read.All), else skipped.",
+    )
 
     # -- backpressure ----------------------------------------------------------------------------
     max_queue_depth: int = Field(

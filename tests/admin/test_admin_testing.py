@@ -35,7 +35,7 @@ def test_test_connection_runs_the_doctors_checks_in_the_manuals_order(
     assert response.status_code == 303 and response.headers["location"] == f"{PAGE}#test"
     page = signed_in.follow(response).text
     lines = check_lines(page)
-    assert list(lines) == ["config", "tenant", "app", "credential", "permission", "mailbox"]
+    assert list(lines) == ["config", "tenant", "app", "credential", "permission", "mailbox", "read"]
     assert {status for status, _text in lines.values()} == {"pass"}, lines
     assert "Everything checked passed" in page
     assert lines["mailbox"][1].startswith("✓ 6. The mailbox can send — Passed")

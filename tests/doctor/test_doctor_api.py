@@ -38,8 +38,16 @@ def test_get_runs_checks_one_to_five(runtime: Runtime, connector: ConnectorConfi
     assert answer.status_code == 200, answer.text
     report = answer.json()
     assert report["connector"] == "default" and report["ok"] is False and report["exit_status"] == 78
-    assert [c["id"] for c in report["checks"]] == ["config", "tenant", "app", "credential", "permission", "mailbox"]
-    assert [c["status"] for c in report["checks"]] == ["pass", "pass", "pass", "pass", "fail", "skip"]
+    assert [c["id"] for c in report["checks"]] == [
+        "config",
+        "tenant",
+        "app",
+        "credential",
+        "permission",
+        "mailbox",
+        "read",
+    ]
+    assert [c["status"] for c in report["checks"]] == ["pass", "pass", "pass", "pass", "fail", "skip", "skip"]
     assert "adminconsent" in report["checks"][4]["data"]["consent_url"]
     assert admin.demo["secret_value"] not in answer.text
 

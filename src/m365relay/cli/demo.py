@@ -137,6 +137,13 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print("The address is then suppressed: the next message to it is refused (550 5.1.1 / HTTP 422) until")
     out.print(f"  m365relay --home {home} suppression rm ADDRESS", markup=False)
     out.print()
+    out.print("To see an in-doubt send checked in Sent Items (the demo app holds Mail.ReadBasic.All), make the")
+    out.print("sandbox lose the next answer, send a message, then read its history (`m365relay queue show ID`):")
+    drop = """'{"sendMail": {"kind": "drop", "count": 1}}'"""
+    out.print(
+        f"  curl --cacert {info.sandbox_ca_file} -X PUT {info.sandbox_url}/_sandbox/faults -d {drop}", markup=False
+    )
+    out.print()
     out.print(f"The same details as JSON, for scripts: {(home / DEMO_FILE).resolve()}", markup=False)
 
 

@@ -168,6 +168,11 @@ class MessageRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # In-doubt sends (outbox/doubt.py): when set, the last attempt's outcome is unknown and the message must be
+    # looked up in Sent Items before it is sent again; the draft of a large message's current attempt.
+    doubt_since: Mapped[datetime | None]
+    draft_id: Mapped[str | None] = mapped_column(String(512))
+    draft_message_id: Mapped[str | None] = mapped_column(String(998))
 
 
 class MessageChunkRow(Base):

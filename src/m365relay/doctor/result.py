@@ -16,6 +16,7 @@ TITLES: Final[dict[str, str]] = {
     "credential": "The client secret or certificate works",
     "permission": "Mail.Send is granted (admin consent)",
     "mailbox": "The mailbox can send",
+    "read": "Optional: the app can read Sent Items, limited to the sending mailbox",
 }
 ORDER: Final = tuple(TITLES)
 

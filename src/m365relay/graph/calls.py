@@ -4,6 +4,7 @@ imports the other (STYLE.md: no import circles): the call's state, and the reque
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,6 +12,8 @@ import httpx
 
 from ..auth.tokens import AccessToken
 from ..connectors.model import ConnectorConfig
+
+DraftHook = Callable[[str, "str | None"], Awaitable[None]]  # (draft id, its internetMessageId), before `send`
 
 
 @dataclass
@@ -22,6 +25,7 @@ class Call:
     client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     request_ids: list[str] = field(default_factory=list)
     retried_auth: bool = False
+    on_draft: DraftHook | None = None  # told a large message's draft id before its `send` (in-doubt checks)
 
 
 class Requester(Protocol):

@@ -32,10 +32,12 @@ from ..errors import (
     PermissionNeededError,
 )
 from ..metrics import Metrics
-from ..net import async_client, translate_transport_error
+from ..net import async_client
 from .calls import Call as _Call
+from .calls import DraftHook
 from .convert import convert
 from .mime import OutgoingMessage, align_recipients
+from .outcome import delivers, transport_failure
 from .responses import translate_graph_error
 from .upload import send_via_upload
 
@@ -45,6 +47,13 @@ REQUEST_MARGIN = 64 * 1024
 MAIL_SEND = "Mail.Send"
 MAIL_READWRITE = "Mail.ReadWrite"
 PERMISSION_RECHECK_SECONDS = 300.0  # a message held for Mail.ReadWrite looks for it again this often
+# Any of these lets the relay find a sent message in Sent Items by internetMessageId (PROTOCOL.md §12).
+READ_ROLES = ("Mail.ReadBasic.All", "Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite")
+
+
+def can_read(roles: tuple[str, ...] | None) -> bool | None:
+    """Whether a token may read the mailbox; None when the token is opaque (its roles unknown)."""
+    return None if roles is None else any(r in roles for r in READ_ROLES)
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,11 @@ class PreparedSend:
     notes: list[str]
     mime_body: bytes | None  # the request body, ready: base64 MIME or JSON
     started: float
+    on_draft: DraftHook | None = None
 
     async def send(self) -> SendResult:
         sender, call, connector = self.sender, self.call, self.call.connector
+        call.on_draft = self.on_draft
         try:
             if self.method == "mime" and self.mime_body is not None:
                 response = await sender.request(
@@ -107,8 +118,12 @@ class GraphSender:
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        prefer_mime: bool = False,
     ) -> None:
         self.tokens = tokens
+        # With a read permission, send saveToSentItems=false mail as MIME too: a Sent Items copy is what lets an
+        # in-doubt send be checked instead of repeated (M365RELAY_RECONCILE_PREFER_MIME).
+        self.prefer_mime = prefer_mime
         self.metrics = metrics
         self.timeout = timeout
         self.transport = transport
@@ -163,6 +178,10 @@ class GraphSender:
             self.tokens.invalidate(connector.id)
             call.token = await self._token(connector)
             method = self._choose(outgoing.size, call.token, save_to_sent_items)
+        if method == "json" and self.prefer_mime and can_read(call.token.roles):
+            method = "mime"
+            notes.append("sent as MIME (saved in Sent Items) although saveToSentItems=false, so that a send whose "
+                         "outcome is unknown can be checked there instead of repeated")  # fmt: skip
         body: bytes | None = None
         if method == "mime":
             body = base64.b64encode(outgoing.to_bytes())
@@ -232,8 +251,8 @@ class GraphSender:
             self.metrics.graph_requests.labels(connector.name, path.rsplit("/", 1)[-1] or path).inc()
         try:
             response = await client.request(method, url, content=content, headers=all_headers)
-        except httpx.TransportError as exc:
-            raise translate_transport_error(exc, f"Graph {path}") from exc
+        except httpx.TransportError as exc:  # sent or not? graph/outcome.py decides
+            raise transport_failure(exc, f"Graph {path}", sending=delivers(method, path)) from exc
         if request_id := response.headers.get("request-id"):
             call.request_ids.append(request_id)
         if response.status_code == 401 and authorize and not call.retried_auth:
@@ -245,6 +264,18 @@ class GraphSender:
         if response.status_code >= 300:  # a redirect is not a send: httpx does not follow it, Graph never sends one
             raise translate_graph_error(response, path.rsplit("/", 1)[-1] if "/" in path else path)
         return response
+
+    async def read(
+        self, connector: ConnectorConfig, path: str, query: dict[str, str] | None = None, *, mailbox: str | None = None
+    ) -> httpx.Response:
+        """A Graph GET on the connector's mailbox, or on ``mailbox`` (Sent Items lookups, drafts: mailbox/; the
+        doctor's scope probe). ``path`` "" with ``mailbox`` "" is ``GET /users``. Raises like a send."""
+        call = _Call(connector, await self._token(connector))
+        who = connector.user_name if mailbox is None else mailbox
+        url = f"{connector.cloud.graph_url}/v1.0/users" + (f"/{quote(who)}/{path}" if who else "")
+        if query:  # OData option names keep their `$`; values are percent-encoded whole
+            url += "?" + "&".join(f"{name}={quote(value, safe='')}" for name, value in query.items())
+        return await self.request(call, "GET", path, absolute_url=url)
 
     async def check_token(self, connector: ConnectorConfig) -> AccessToken:
         """Get a token and check its permissions, without sending anything (probes, the doctor)."""

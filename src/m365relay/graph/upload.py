@@ -49,6 +49,9 @@ async def send_via_upload(sender: Requester, call: Call, outgoing: OutgoingMessa
     if not isinstance(draft_id, str) or not draft_id:
         raise MalformedMessageError("Graph created the draft but returned no id")
     base = f"messages/{quote(draft_id, safe='')}"
+    if call.on_draft is not None:  # recorded before `send`, so an in-doubt send can be resolved by the draft
+        imid = _json(draft).get("internetMessageId")
+        await call.on_draft(draft_id, imid if isinstance(imid, str) else None)
     try:
         for attachment in large:
             await _attach(sender, call, outgoing, base, attachment)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ..clock import Clock
 from ..db.engine import Database
 from ..db.models import MessageChunkRow, MessageEventRow, MessageRow
+from .doubt import IN_DOUBT, TAKEOVER_DETAIL, taken_over, takeover_values
 from .records import DEFERRED, FAILED, PENDING, SENDING, Claimed, CorruptRecord, body_digest
 
 log = logging.getLogger("m365relay.outbox")
@@ -40,6 +41,9 @@ CLAIM_COLUMNS = (
     MessageRow.expires_at,
     MessageRow.message_id,
     MessageRow.body_sha256,
+    MessageRow.doubt_since,
+    MessageRow.draft_id,
+    MessageRow.draft_message_id,
 )
 
 
@@ -85,6 +89,7 @@ class Claims:
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=MessageRow.attempts + 1,
                 updated_at=now,
+                **takeover_values(now),  # a message taken from a dead owner is in doubt (outbox/doubt.py)
             )
             .returning(*CLAIM_COLUMNS)
             .execution_options(synchronize_session=False)
@@ -104,6 +109,11 @@ class Claims:
                         "request_id": None,
                     }
                     for r in rows
+                ]
+                + [
+                    {"message_id": r.id, "at": now, "kind": IN_DOUBT, "detail": TAKEOVER_DETAIL, "request_id": None}
+                    for r in rows
+                    if taken_over(r.doubt_since, now)
                 ],
             )
             bodies = _small_bodies(session, [r.id for r in rows if _inline(r)])

@@ -168,6 +168,9 @@ class Claimed:
     message_id: str | None
     body: bytes | None = field(default=None, repr=False)  # small messages come with their bytes (one query less)
     body_sha256: str | None = field(default=None, repr=False)  # None: stored before checksums were kept
+    doubt_since: datetime | None = None  # the last attempt's outcome is unknown (outbox/doubt.py)
+    draft_id: str | None = None  # the draft of a large message's in-doubt attempt
+    draft_message_id: str | None = None
 
     @classmethod
     def from_claim(cls, row: Mapping[Any, Any], body: bytes | None) -> Claimed:
@@ -186,7 +189,7 @@ class Claimed:
 
 _CLAIM_FIELDS = (
     "id", "connector_id", "recipient_count", "size", "save_to_sent_items", "attempts", "created_at", "expires_at",
-    "message_id",
+    "message_id", "doubt_since", "draft_id", "draft_message_id",
 )  # fmt: skip
 
 

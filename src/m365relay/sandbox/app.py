@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, consent, drafts, graph, identity, inbox_graph, portal, viewer
+from . import admin, consent, drafts, graph, identity, inbox_graph, portal, sentitems, users, viewer
 from .state import Sandbox
 
 # Graph path segments are case-insensitive (`/Users/x/SendMail` works) [obs]; routes use one spelling.
@@ -22,6 +22,7 @@ _GRAPH_SEGMENTS = {
         "send",
         "mailFolders",
         "delta",
+        "sentitems",  # a well-known folder name, case-insensitive [doc]
     )
 }
 
@@ -50,7 +51,10 @@ def build_app(sandbox: Sandbox) -> ASGIApp:
         send_mail,  # first: it is the hot path, and routes are tried in order
         *drafts.routes(sandbox),
         *inbox_graph.routes(sandbox),
+        *sentitems.routes(sandbox),
+        *users.routes(sandbox),
         *graph_rest,
+        *sentitems.admin_routes(sandbox),
         *admin.routes(sandbox),
         *viewer.routes(sandbox, templates),
         *portal.routes(sandbox, templates),

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .directory import CLOUDS, DEFAULT_TOKEN_LIFETIME
+from .sentitems_store import DEFAULT_DELAY_SECONDS
 from .server import DEMO_INFO_FILE, SandboxServer
 
 DEFAULT_DATA = Path(".m365relay/sandbox")
@@ -46,6 +47,9 @@ def sandbox(
     latency_ms: Annotated[float, typer.Option(help="Latency added to every Graph call, in ms.")] = 0.0,
     token_lifetime: Annotated[int, typer.Option(help="Access token lifetime in seconds.")] = DEFAULT_TOKEN_LIFETIME,
     cloud: Annotated[str, typer.Option(help=f"The sandbox's own cloud: {', '.join(CLOUDS)}.")] = "global",
+    sent_items_delay: Annotated[
+        float, typer.Option(help="Seconds until a send's copy shows in Sent Items (Exchange files it later).")
+    ] = DEFAULT_DELAY_SECONDS,
 ) -> None:
     """Run the Microsoft 365 emulator (login + Graph mail) over HTTPS until interrupted."""
     if cloud not in CLOUDS:
@@ -53,6 +57,9 @@ def sandbox(
         raise typer.Exit(2)
     if seed is not None and not seed.is_file():
         typer.echo(f"error: seed file {seed} not found", err=True)
+        raise typer.Exit(2)
+    if sent_items_delay < 0:
+        typer.echo("error: --sent-items-delay must be >= 0", err=True)
         raise typer.Exit(2)
     if not demo and seed is None:
         typer.echo("note: no --seed and no --demo: the directory starts empty (use /_sandbox/state).", err=True)
@@ -65,6 +72,7 @@ def sandbox(
             latency_ms=latency_ms,
             token_lifetime=token_lifetime,
             cloud=cloud,
+            sent_items_delay=sent_items_delay,
         )
         server.on_ready = lambda: _announce(server)
         server.serve_forever()

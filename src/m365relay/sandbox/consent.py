@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import aadsts
+from . import aadsts, roles
 from .aadsts import AadstsError
 from .directory import App, Tenant
 from .identity import resolve_tenant
@@ -113,7 +113,11 @@ def routes(sandbox: Sandbox, templates: Environment) -> list[BaseRoute]:
             return _redirect(consent, {"error": code, "error_description": problem})
         if request.method == "GET":
             html = templates.get_template("consent.html").render(
-                app=consent.app, tenant=consent.tenant, params=params, action=request.url.path
+                app=consent.app,
+                tenant=consent.tenant,
+                params=params,
+                action=request.url.path,
+                describe=roles.describe,
             )
             return HTMLResponse(html)
         if params.get("action") == "accept":

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from . import graph_errors as ge
 from .drafts_store import Draft, UploadSession
 from .graph import deliver, prepare_mime
 from .graph_errors import GraphError
-from .messages import check_header_names, ci_get, parse_attachment, prepare
+from .messages import check_header_names, ci_get, new_message_id, parse_attachment, prepare
 from .pipeline import (
     ROLE_READWRITE,
     ROLE_SEND,
@@ -80,6 +81,7 @@ def _draft_json(sandbox: Sandbox, draft: Draft) -> dict[str, Any]:
         "id": draft.id,
         "createdDateTime": _iso(draft.created),
         "lastModifiedDateTime": _iso(draft.created),
+        "internetMessageId": draft.internet_message_id,
         "subject": ci_get(msg, "subject") or "",
         "isDraft": True,
         "hasAttachments": bool(draft.attachments),
@@ -99,7 +101,14 @@ async def _create_draft(call: Call) -> Response:
         return _create_mime_draft(call, await read_body(call.request))
     message = await _json_body(call)
     check_header_names(message)
-    draft = Draft(_new_id(), call.mailbox.address, call.client_id, call.sandbox.clock.now(), message)
+    draft = Draft(
+        _new_id(),
+        call.mailbox.address,
+        call.client_id,
+        call.sandbox.clock.now(),
+        message,
+        internet_message_id=new_message_id(call.mailbox),
+    )
     call.sandbox.drafts.add_draft(draft)
     return json_response(_draft_json(call.sandbox, draft), 201)
 
@@ -116,7 +125,16 @@ def _create_mime_draft(call: Call, body: bytes) -> Response:
         "ccRecipients": [{"emailAddress": {"address": a}} for a in envelope.cc],
         "bccRecipients": [{"emailAddress": {"address": a}} for a in envelope.bcc],
     }
-    draft = Draft(_new_id(), call.mailbox.address, call.client_id, call.sandbox.clock.now(), summary, mime=raw)
+    draft = Draft(
+        _new_id(),
+        call.mailbox.address,
+        call.client_id,
+        call.sandbox.clock.now(),
+        summary,
+        mime=raw,
+        # The MIME's own Message-ID is the draft's internetMessageId (and the sent message's) [obs].
+        internet_message_id=envelope.message_id.strip() or new_message_id(call.mailbox),
+    )
     call.sandbox.drafts.add_draft(draft)
     return json_response(_draft_json(call.sandbox, draft), 201)
 
@@ -139,15 +157,7 @@ async def _add_attachment(call: Call) -> Response:
 
 def _store_attachment(sandbox: Sandbox, draft: Draft, attachment: AttachmentData) -> None:
     current = sandbox.drafts.drafts.get(draft.id, draft)
-    sandbox.drafts.drafts[draft.id] = Draft(
-        current.id,
-        current.mailbox,
-        current.client_id,
-        current.created,
-        current.message,
-        (*current.attachments, attachment),
-        current.mime,
-    )
+    sandbox.drafts.drafts[draft.id] = replace(current, attachments=(*current.attachments, attachment))
 
 
 async def _create_upload_session(call: Call) -> Response:
@@ -203,10 +213,12 @@ def _upload_url(sandbox: Sandbox, call: Call, session: UploadSession) -> str:
 async def _send_draft(call: Call) -> Response:
     draft = _draft_of(call)
     sandbox = call.sandbox
-    if draft.mime is not None:
+    if draft.mime is not None:  # a MIME draft keeps its own Message-ID (the draft's internetMessageId)
         prepared = prepare_mime(call, with_attachments(draft.mime, draft.attachments), draft.attachments)
     else:
-        prepared = prepare(draft.message, call.mailbox, sandbox.clock.now(), draft.attachments)
+        prepared = prepare(
+            draft.message, call.mailbox, sandbox.clock.now(), draft.attachments, message_id=draft.internet_message_id
+        )
     deliver(call, prepared=prepared, save_to_sent_items=True, source="draft")
     sandbox.drafts.drafts.pop(draft.id, None)
     for token in [t for t, s in sandbox.drafts.sessions.items() if s.draft_id == draft.id]:

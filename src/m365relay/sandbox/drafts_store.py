@@ -17,6 +17,7 @@ class Draft:
     message: dict[str, Any]
     attachments: tuple[AttachmentData, ...] = ()
     mime: bytes | None = None  # a draft created from MIME (POST messages, Content-Type: text/plain)
+    internet_message_id: str = ""  # assigned at creation; the sent message keeps it [obs]
 
 
 @dataclass

@@ -1,8 +1,15 @@
 """Fault injection per stage: `PUT /_sandbox/faults` decides which calls fail and how.
 
-A rule is either random (`probability`, from a seedable RNG) or deterministic (`count`: the next N
-calls of that stage fail, then the rule is spent). Faults are decided before any state change, so a
-faulted sendMail delivers nothing — exactly what a client sees when Graph answers 503.
+Kinds: `status` answers an error and changes nothing; `reset` drops the connection before the call is
+carried out; `slow` delays it; `drop` carries the call out (a send is delivered and filed in Sent Items)
+and then resets the connection instead of answering — an in-doubt send, as a client sees it when the
+answer is lost after Exchange accepted the request.
+
+A stage takes one rule or a list of rules, tried in order (`"sendMail": [{"kind": "drop", "probability":
+0.02}, {"status": 503, "probability": 0.05}]`). A rule is either random (`probability`, from a seedable
+RNG) or deterministic (`count`: the next N calls of that stage fail, then the rule is spent). Faults are
+decided before any state change, so a faulted sendMail delivers nothing — exactly what a client sees when
+Graph answers 503 (only `drop` lets the call happen).
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ STAGES: dict[str, tuple[str, ...]] = {
     "createDraft": ("createDraft", "draft", "graph"),
     "addAttachment": ("addAttachment", "draft", "graph"),
     "sendDraft": ("sendDraft", "draft", "graph"),
+    "listMessages": ("listMessages", "read", "graph"),
+    "getMessage": ("getMessage", "read", "graph"),
+    "listUsers": ("listUsers", "graph"),
     "createUploadSession": ("createUploadSession", "upload", "graph"),
     "uploadChunk": ("uploadChunk", "upload"),
     "cancelUpload": ("cancelUpload", "upload"),
 }
-KINDS = ("status", "reset", "slow")
+KINDS = ("status", "reset", "slow", "drop")
 
 
 @dataclass(frozen=True)
@@ -86,13 +96,13 @@ class FaultPlan:
     """The rules in force plus the RNG that draws the random ones."""
 
     def __init__(self) -> None:
-        self.rules: dict[str, FaultRule] = {}
+        self.rules: dict[str, list[FaultRule]] = {}
         self.seed: int | None = None
         self._rng = random.Random()  # noqa: S311 - fault dice, not cryptography
 
     def configure(self, data: dict[str, Any]) -> None:
         """Replace every rule; `{"seed": N}` makes the random draws repeatable."""
-        rules: dict[str, FaultRule] = {}
+        rules: dict[str, list[FaultRule]] = {}
         known = {stage for stages in STAGES.values() for stage in stages}
         for name, value in data.items():
             if name == "seed":
@@ -101,9 +111,10 @@ class FaultPlan:
                 raise ValueError(f"unknown fault stage {name!r}; one of {sorted(known)}")
             if value is None:
                 continue
-            if not isinstance(value, dict):
-                raise ValueError(f"fault {name!r} must be an object")
-            rules[name] = FaultRule.from_dict(value)
+            items = value if isinstance(value, list) else [value]
+            if not items or not all(isinstance(item, dict) for item in items):
+                raise ValueError(f"fault {name!r} must be an object or a list of objects")
+            rules[name] = [FaultRule.from_dict(item) for item in items]
         self.rules = rules
         self.seed = None if data.get("seed") is None else int(data["seed"])
         self._rng = random.Random(self.seed)  # noqa: S311
@@ -112,7 +123,10 @@ class FaultPlan:
         self.configure({})
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: rule.to_dict() for name, rule in self.rules.items()}
+        out: dict[str, Any] = {
+            name: rules[0].to_dict() if len(rules) == 1 else [r.to_dict() for r in rules]
+            for name, rules in self.rules.items()
+        }
         if self.seed is not None:
             out["seed"] = self.seed
         return out
@@ -122,14 +136,13 @@ class FaultPlan:
         if not self.rules:
             return None
         for stage in STAGES.get(endpoint, (endpoint,)):
-            rule = self.rules.get(stage)
-            if rule is None:
-                continue
-            if rule.count is not None:
-                if rule.count <= 0:
-                    continue
-                self.rules[stage] = replace(rule, count=rule.count - 1)
-                return rule
-            if self._rng.random() < rule.probability:
-                return rule
+            rules = self.rules.get(stage, [])
+            for index, rule in enumerate(rules):
+                if rule.count is not None:
+                    if rule.count <= 0:
+                        continue
+                    rules[index] = replace(rule, count=rule.count - 1)
+                    return rule
+                if self._rng.random() < rule.probability:
+                    return rule
         return None

@@ -60,6 +60,8 @@ def deliver(call: Call, *, prepared: Prepared, save_to_sent_items: bool, source:
     )
     sandbox.mail.add(captured)
     after_send(sandbox, captured)  # NDRs and auto-replies, filed into the sender's Inbox later
+    if save_to_sent_items:  # filed asynchronously: visible after the Sent Items delay (sentitems.py)
+        sandbox.sent_items.file(captured, sandbox.clock.now())
     return captured
 
 

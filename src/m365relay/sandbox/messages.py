@@ -126,7 +126,14 @@ def sender_of(message: dict[str, Any], mailbox: Mailbox) -> tuple[str, str]:
     return address, format_address(entry)
 
 
-def prepare(message: dict[str, Any], mailbox: Mailbox, now: float, extra: tuple[AttachmentData, ...] = ()) -> Prepared:
+def prepare(
+    message: dict[str, Any],
+    mailbox: Mailbox,
+    now: float,
+    extra: tuple[AttachmentData, ...] = (),
+    *,
+    message_id: str | None = None,
+) -> Prepared:
     """Validate a JSON message the way Graph does and render the delivered RFC 5322 bytes."""
     if not isinstance(message, dict):
         raise GraphError(400, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")
@@ -141,7 +148,7 @@ def prepare(message: dict[str, Any], mailbox: Mailbox, now: float, extra: tuple[
     if not isinstance(raw_attachments, list):
         raise GraphError(400, "BadRequest", "attachments must be a collection.")
     attachments = [parse_attachment(a) for a in raw_attachments] + list(extra)
-    message_id = new_message_id(mailbox)
+    message_id = message_id or new_message_id(mailbox)  # a draft keeps the id it got when it was created
     try:
         raw = build_message(
             _normalised(message), from_header=from_header, date=now, message_id=message_id, attachments=attachments

@@ -23,12 +23,14 @@ from . import graph_errors as ge
 from .directory import Mailbox
 from .faults import FaultRule
 from .graph_errors import GraphError
+from .roles import MAIL_READWRITE, MAIL_SEND, READ_FULL
 from .state import Sandbox
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # each REST request is capped at 4 MB [obs]
-ROLE_SEND = "Mail.Send"
-ROLE_READWRITE = "Mail.ReadWrite"
-ROLE_READ = "Mail.Read"  # Mail.ReadWrite includes it [doc: permissions reference]
+ROLE_SEND = MAIL_SEND
+ROLE_READWRITE = MAIL_READWRITE
+Roles = str | frozenset[str]  # one role, or a set of which any one lets the call through
+ROLE_READ = READ_FULL  # Mail.Read, or Mail.ReadWrite which includes it [doc: permissions reference]
 _FAULT_CODES = {
     429: ("TooManyRequests", "Please retry again later."),
     503: ("ServiceUnavailable", "Service Unavailable"),
@@ -133,7 +135,8 @@ def authenticate(sandbox: Sandbox, request: Request) -> dict[str, Any]:
     return claims
 
 
-def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: str) -> tuple[frozenset[str], Mailbox]:
+def token_roles(sandbox: Sandbox, claims: dict[str, Any], role: Roles) -> frozenset[str]:
+    """The token's roles, once it is clear they let this call through."""
     roles = frozenset(r for r in claims.get("roles") or [] if isinstance(r, str))
     if not roles:
         # No admin consent, or a delegated permission added instead of an application one.
@@ -142,8 +145,14 @@ def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: str) ->
             "The token contains no permissions, or permissions can not be understood.",
             sandbox.base_url,
         )
-    if role not in roles and not (role == ROLE_READ and ROLE_READWRITE in roles):
+    wanted = frozenset({role}) if isinstance(role, str) else role
+    if not roles & wanted:
         raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    return roles
+
+
+def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: Roles) -> tuple[frozenset[str], Mailbox]:
+    roles = token_roles(sandbox, claims, role)
     directory = sandbox.directory
     mailbox = directory.find_mailbox(user)
     if mailbox is None or mailbox.tenant != claims.get("tid"):
@@ -164,12 +173,15 @@ def authorize(sandbox: Sandbox, claims: dict[str, Any], user: str, role: str) ->
     return roles, mailbox
 
 
-async def graph_call(sandbox: Sandbox, request: Request, endpoint: str, role: str, handler: Handler) -> Response:
+async def graph_call(sandbox: Sandbox, request: Request, endpoint: str, role: Roles, handler: Handler) -> Response:
     """Run `handler` behind the checks every Graph mail endpoint shares."""
     request_id, client_request_id = ids(request)
     sandbox.stats.count(endpoint)
+    drop = False
     try:
         rule = await run_fault(sandbox, request, endpoint)
+        if rule is not None and rule.kind == "drop":
+            drop, rule = True, None
         if rule is not None:
             if rule.kind == "reset":
                 return await abort_connection(sandbox, request)
@@ -184,6 +196,11 @@ async def graph_call(sandbox: Sandbox, request: Request, endpoint: str, role: st
     except GraphError as error:
         sandbox.stats.graph_errors[f"{error.status} {error.code}"] += 1
         response = error.response(sandbox.clock.now(), request_id, client_request_id)
+    if drop and response.status_code < 300:
+        # The call was carried out (a send is delivered and filed); the client only loses the answer, the way
+        # a front end that fails after Exchange accepted the request looks from outside.
+        sandbox.stats.responses_dropped[endpoint] += 1
+        return await abort_connection(sandbox, request)
     return stamp(response, request_id, client_request_id)
 
 

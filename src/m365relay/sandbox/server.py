@@ -21,6 +21,7 @@ from .clock import Clock
 from .directory import DEFAULT_TOKEN_LIFETIME
 from .pki import ensure_pki
 from .seed import demo_info, load_demo_seed, load_seed_file
+from .sentitems_store import DEFAULT_DELAY_SECONDS
 from .state import ConnectionRegistry, Sandbox, SandboxSettings
 
 DEMO_INFO_FILE = "demo.json"
@@ -68,6 +69,7 @@ class SandboxServer:
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
         cloud: str = "global",
         host: str = "127.0.0.1",
+        sent_items_delay: float = DEFAULT_DELAY_SECONDS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -75,7 +77,9 @@ class SandboxServer:
         self.demo = demo
         self._seed_source = seed
         self._token_lifetime = token_lifetime
-        self.settings = SandboxSettings(self.data_dir, cloud=cloud, latency_ms=float(latency_ms), demo=demo)
+        self.settings = SandboxSettings(
+            self.data_dir, cloud=cloud, latency_ms=float(latency_ms), demo=demo, sent_items_delay=sent_items_delay
+        )
         self.sandbox: Sandbox | None = None
         self.url = ""
         self.ca_file = self.data_dir / "ca.pem"

@@ -18,6 +18,7 @@ from .inbox import Inbox
 from .limits import LimitTracker
 from .mailstore import MailStore
 from .pki import SandboxPki
+from .sentitems_store import DEFAULT_DELAY_SECONDS, SentItemsStore
 from .stats import Stats
 from .tokens import TokenIssuer
 
@@ -28,6 +29,7 @@ class SandboxSettings:
     cloud: str = "global"
     latency_ms: float = 0.0
     demo: bool = False
+    sent_items_delay: float = DEFAULT_DELAY_SECONDS  # seconds until a send's Sent Items copy is visible
 
     def __post_init__(self) -> None:
         if self.cloud not in CLOUDS:
@@ -76,6 +78,7 @@ class Sandbox:
         self.mail = MailStore()
         self.inbox = Inbox.from_seed(self.seed)
         self.drafts = DraftStore()
+        self.sent_items = SentItemsStore(settings.sent_items_delay)
         self.faults = FaultPlan()
         self.limits = LimitTracker(self.clock)
         self.stats = Stats()
@@ -87,11 +90,13 @@ class Sandbox:
         return self.settings.cloud
 
     def reset(self) -> None:
-        """Back to the seed: directory, captured mail, drafts, faults, stats, clock and latency."""
+        """Back to the seed: directory, captured mail, drafts, Sent Items, faults, stats, clock and latency."""
         self.directory = Directory.from_dict(self.seed)
         self.mail.clear()
         self.inbox = Inbox.from_seed(self.seed)
         self.drafts.clear()
+        self.sent_items.clear()
+        self.sent_items.delay = self.settings.sent_items_delay
         self.faults.clear()
         self.clock.offset_seconds = 0.0
         self.limits = LimitTracker(self.clock)

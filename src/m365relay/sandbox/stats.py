@@ -17,6 +17,9 @@ ENDPOINTS = (
     "uploadChunk",
     "cancelUpload",
     "sendDraft",
+    "listMessages",
+    "getMessage",
+    "listUsers",
     "graph_other",
 )
 THROTTLE_REASONS = ("concurrency", "request_budget", "recipient_budget", "injected")
@@ -31,6 +34,7 @@ class Stats:
         self.token_failures: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.responses_dropped: Counter[str] = Counter()  # `drop` faults: carried out, answer lost
         self.graph_errors: Counter[str] = Counter()
         self.max_in_flight: dict[str, int] = {}
 
@@ -53,6 +57,7 @@ class Stats:
             "token_failures": dict(self.token_failures),
             "throttled_429": {"total": sum(throttled.values()), **throttled},
             "faults_injected": dict(self.faults),
+            "responses_dropped": dict(self.responses_dropped),
             "graph_errors": dict(self.graph_errors),
             "max_in_flight": dict(self.max_in_flight),
         }

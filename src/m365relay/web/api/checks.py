@@ -29,8 +29,8 @@ ConnectorId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The connector
 
 
 class CheckView(BaseModel):
-    number: int = Field(description="1–6, the manual's order.")
-    id: Literal["config", "tenant", "app", "credential", "permission", "mailbox"]
+    number: int = Field(description="1–6, the manual's order; 7 the optional read permission.")
+    id: Literal["config", "tenant", "app", "credential", "permission", "mailbox", "read"]
     title: str
     status: Literal["pass", "warn", "fail", "skip"] = Field(description="skip: not run, `detail` says why.")
     detail: str
