@@ -48,3 +48,19 @@ def test_a_message_needing_a_grantable_permission_waits_for_it(
     assert record.last_error is not None and record.last_error.kind == "PermissionNeededError"
     assert "Mail.ReadWrite" in (record.last_error.remedy or "")
     assert not runtime.connectors.get(connector.id).paused  # other mail keeps going
+
+
+def test_the_connector_says_what_to_grant_and_forgets_it_once_granted(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin
+) -> None:
+    big = large(runtime)
+    run_until(runtime, lambda: status(runtime, big) == "deferred")
+    waiting = runtime.connectors.get(connector.id)
+    assert not waiting.paused  # other mail keeps going
+    assert waiting.state_error_kind == "PermissionNeededError"
+    assert "Mail.ReadWrite" in (waiting.state_remedy or "")
+    admin.grant("Mail.Send", "Mail.ReadWrite")  # the admin follows the remedy
+    runtime.outbox.retry(big, actor="test")  # instead of waiting the five minutes of its recheck
+    run_until(runtime, lambda: status(runtime, big) == "sent")
+    done = runtime.connectors.get(connector.id)
+    assert done.state_reason is None and done.state_error_kind is None and not done.paused

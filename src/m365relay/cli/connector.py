@@ -173,7 +173,7 @@ def print_connector(c: ConnectorConfig) -> None:
     if view["next_credential"]:
         table.add_row("next credential", _credential_text(view["next_credential"]))
     table.add_row("state", _state_text(c))
-    if c.paused and c.state_remedy:
+    if c.state_reason and c.state_remedy:  # paused, or active with some mail waiting for the admin
         table.add_row("what to do", c.state_remedy)
     out.print(table)
 
@@ -207,6 +207,8 @@ def _credential_text(view: dict[str, object] | None) -> str:
 def _state_text(c: ConnectorConfig) -> str:
     if c.paused:
         return f"[red]paused[/]: {c.state_reason}"
+    if c.state_reason:
+        return f"[green]active[/], [yellow]some mail waits[/]: {c.state_reason}"
     return "[green]active[/]"
 
 

@@ -241,6 +241,27 @@ class ConnectorStore:
             row.next_probe_at = next_probe_at
             row.probe_attempts = probe_attempts
 
+    def note_need(self, connector_id: int, error: DeliveryError) -> None:
+        """An active connector whose mail partly waits for something only the admin can give (a permission such
+        as Mail.ReadWrite for large messages): the state says so, with the remedy, and nothing is paused."""
+        with self.db.write() as session:
+            row = session.get(ConnectorRow, connector_id)
+            if row is None or row.state != "active" or row.state_error_kind == error.kind:
+                return
+            row.state_reason, row.state_remedy = error.message, error.remedy
+            row.state_error_kind, row.state_error_code = error.kind, error.code
+            audit.record(session, "dispatcher", "connector.needs", row.name, {"error": error.kind}, at=self.clock.now())
+
+    def clear_need(self, connector_id: int, kind: str) -> None:
+        """What ``note_need`` recorded is no longer true (the waiting mail went)."""
+        with self.db.write() as session:
+            session.execute(
+                update(ConnectorRow)
+                .where(ConnectorRow.id == connector_id, ConnectorRow.state == "active")
+                .where(ConnectorRow.state_error_kind == kind)
+                .values(state_reason=None, state_remedy=None, state_error_kind=None, state_error_code=None)
+            )
+
     def record_consent(
         self, connector_id: int, *, actor: str, detail: dict[str, Any], remote_addr: str | None = None
     ) -> None:

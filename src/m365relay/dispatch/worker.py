@@ -42,6 +42,7 @@ from ..errors import (
     ConnectorError,
     DeliveryError,
     MessageError,
+    PermissionNeededError,
     SendInDoubtError,
     StoreError,
     ThrottledError,
@@ -380,6 +381,8 @@ class Dispatcher(Probing, InDoubt):
         self.stats.sent += 1
         self._count("sent")
         await self._outage_over(connector, lane)
+        if result.method == "upload":  # a large message went: Mail.ReadWrite is there (if it was missing)
+            await self._record(self.connectors.clear_need, connector.id, "PermissionNeededError")
         return True
 
     async def _cancelled(self, message: Claimed, *, sending: bool) -> None:
@@ -466,6 +469,8 @@ class Dispatcher(Probing, InDoubt):
             # The mailbox (or the token service) asked everyone to wait, not just this message.
             lane.blocked_until = max(lane.blocked_until or now, until)
         self._note_outage(connector, lane, exc)
+        if isinstance(exc, PermissionNeededError):  # the connector's state tells the admin what to grant
+            await self._record(self.connectors.note_need, connector.id, exc)
         return not isinstance(exc, TokenServiceError)
 
     async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
