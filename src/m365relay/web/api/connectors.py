@@ -21,7 +21,8 @@ router = APIRouter(tags=["connectors"])
 @router.get("/connectors", response_model=ConnectorList, summary="List connectors", responses=problem_responses(503))
 async def get_connectors(context: Context, key: Annotated[ApiKey, Depends(require("read"))]) -> ConnectorList:
     """Whether each connector sends (`active`) or waits for an administrator (`paused`, with `state_reason` and
-    `state_remedy`), and its credential's expiry (`expiry.level`: ok, warning from 30 days, critical from 7,
+    `state_remedy`; an active connector has them while some of its mail waits for a permission), and its
+    credential's expiry (`expiry.level`: ok, warning from 30 days, critical from 7,
     expired). A key bound to one connector sees that connector only."""
     runtime = context.runtime
 
