@@ -43,6 +43,7 @@ class ConnectorUpdate:
     secret: str | None = None
     secret_expires: date | str | None = None
     certificate: CertificateInfo | None = None
+    send_as: list[str] | None = None  # None keeps the list; [] clears it
 
 
 class ConnectorStore:
@@ -403,6 +404,7 @@ class ConnectorStore:
             old_credential=creds.get("old"),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            send_as=tuple(row.send_as or ()),
         )
 
     def _credential(self, row: CredentialRow) -> Credential:
@@ -461,6 +463,10 @@ def _validated(
             continue
         values[key] = _collect(errors, key, rule, submitted or "")
     values.update(_validated_cloud(change, row, errors))
+    if change.send_as is not None:
+        values["send_as"] = _collect(errors, "send_as", validation.send_as, change.send_as) or []
+    elif row is None:
+        values["send_as"] = []
     if change.secret:
         _collect(errors, "secret", validation.client_secret, change.secret)
     if change.secret or change.secret_expires is not None:

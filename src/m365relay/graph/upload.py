@@ -36,7 +36,7 @@ JSON = {"Content-Type": "application/json"}
 async def send_via_upload(
     sender: GraphSender, call: _Call, outgoing: OutgoingMessage, notes: list[str]
 ) -> httpx.Response:
-    converted = convert(outgoing, call.connector.user_name)
+    converted = convert(outgoing, call.mailbox or call.connector.user_name)
     if converted.dropped_headers:
         notes.append(f"headers Graph's JSON cannot carry were dropped: {', '.join(converted.dropped_headers)}")
     notes.append("sent through an upload session (large message); it is saved in Sent Items")

@@ -40,6 +40,7 @@ CLAIM_COLUMNS = (
     MessageRow.expires_at,
     MessageRow.message_id,
     MessageRow.body_sha256,
+    MessageRow.header_from,
 )
 
 

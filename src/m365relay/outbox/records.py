@@ -168,6 +168,7 @@ class Claimed:
     message_id: str | None
     body: bytes | None = field(default=None, repr=False)  # small messages come with their bytes (one query less)
     body_sha256: str | None = field(default=None, repr=False)  # None: stored before checksums were kept
+    header_from: str | None = None  # From after the policy: it chooses the sending mailbox (PROTOCOL.md §15)
 
     @classmethod
     def from_claim(cls, row: Mapping[Any, Any], body: bytes | None) -> Claimed:
@@ -186,7 +187,7 @@ class Claimed:
 
 _CLAIM_FIELDS = (
     "id", "connector_id", "recipient_count", "size", "save_to_sent_items", "attempts", "created_at", "expires_at",
-    "message_id",
+    "message_id", "header_from",
 )  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """Fault injection per stage: `PUT /_sandbox/faults` decides which calls fail and how.
 
 A rule is either random (`probability`, from a seedable RNG) or deterministic (`count`: the next N
-calls of that stage fail, then the rule is spent). Faults are decided before any state change, so a
+calls of that stage fail, then the rule is spent). A rule with `mailbox` applies only to Graph calls for
+that mailbox (`/users/{mailbox}/…`), as Exchange throttles one mailbox of an app while its others go on
+(PROTOCOL.md §7, §15). Faults are decided before any state change, so a
 faulted sendMail delivers nothing — exactly what a client sees when Graph answers 503.
 """
 
@@ -38,6 +40,7 @@ class FaultRule:
     delay_ms: float = 0.0
     code: str | None = None
     message: str | None = None
+    mailbox: str | None = None  # only calls for this mailbox (lower case); None: every call of the stage
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
@@ -63,6 +66,7 @@ class FaultRule:
             delay_ms=float(data.get("delay_ms", data.get("ms", 0.0))),
             code=data.get("code"),
             message=data.get("message"),
+            mailbox=str(data["mailbox"]).lower() if data.get("mailbox") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +83,8 @@ class FaultRule:
             out["code"] = self.code
         if self.message:
             out["message"] = self.message
+        if self.mailbox:
+            out["mailbox"] = self.mailbox
         return out
 
 
@@ -117,13 +123,13 @@ class FaultPlan:
             out["seed"] = self.seed
         return out
 
-    def decide(self, endpoint: str) -> FaultRule | None:
-        """The fault to inject into this call of `endpoint`, if any (consumes a `count`)."""
+    def decide(self, endpoint: str, mailbox: str | None = None) -> FaultRule | None:
+        """The fault to inject into this call of `endpoint` (for `mailbox`), if any (consumes a `count`)."""
         if not self.rules:
             return None
         for stage in STAGES.get(endpoint, (endpoint,)):
             rule = self.rules.get(stage)
-            if rule is None:
+            if rule is None or (rule.mailbox is not None and rule.mailbox != (mailbox or "").lower()):
                 continue
             if rule.count is not None:
                 if rule.count <= 0:
