@@ -8,16 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sendas_support import ALERTS, BILLING
 
 from m365relay.runtime import Runtime
 from m365relay.sandbox import SandboxServer
 from support import SandboxAdmin, connector_update, make_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "smtp"))  # smtp_support: the SMTP test server
-
-DOMAIN = "contoso.onmicrosoft.com"
-BILLING = f"billing@{DOMAIN}"
-ALERTS = f"alerts@{DOMAIN}"
 
 
 @pytest.fixture

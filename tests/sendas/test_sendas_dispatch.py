@@ -9,8 +9,8 @@ import collections
 from collections.abc import Callable
 
 import pytest
+from sendas_support import ALERTS, BILLING, DOMAIN
 
-from conftest import ALERTS, BILLING, DOMAIN
 from m365relay.dispatch import Dispatcher
 from m365relay.errors import ValidationError
 from m365relay.relay import Relay
