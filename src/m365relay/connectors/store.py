@@ -464,9 +464,9 @@ def _validated(
         values[key] = _collect(errors, key, rule, submitted or "")
     values.update(_validated_cloud(change, row, errors))
     if change.send_as is not None:
-        values["send_as"] = _collect(errors, "send_as", validation.send_as, change.send_as) or []
-    elif row is None:
-        values["send_as"] = []
+        wanted = _collect(errors, "send_as", validation.send_as, change.send_as) or []
+        if wanted != list((row.send_as if row is not None else None) or []):  # None and [] both mean "none"
+            values["send_as"] = wanted
     if change.secret:
         _collect(errors, "secret", validation.client_secret, change.secret)
     if change.secret or change.secret_expires is not None:

@@ -14,7 +14,9 @@ from ...connectors.certificates import CertificateInfo, load_pair
 from ...errors import ValidationError
 from .context import AdminContext
 
-TEXT_FIELDS = ("client_id", "tenant_id", "user_name", "secret_expires", "cloud", "login_url", "graph_url", "ca_file")
+TEXT_FIELDS = (
+    "client_id", "tenant_id", "user_name", "secret_expires", "cloud", "login_url", "graph_url", "ca_file", "send_as",
+)  # fmt: skip
 CUSTOM_ONLY = ("login_url", "graph_url", "ca_file")
 # Keys the core's errors carry, mapped to the form field they belong next to.
 ERROR_KEYS = {"Certificate": "certificate", "Private key": "private_key", "Credential": "secret"}
@@ -49,12 +51,15 @@ class ConnectorForm:
             secret=self.secret.strip() or None,
             secret_expires=v.get("secret_expires") or None,
             certificate=self.certificate,
+            # One a line; an empty box clears the list, a form without the box keeps it.
+            send_as=[v["send_as"]] if "send_as" in v else None,
         )
 
 
 async def read_connector_form(ctx: AdminContext) -> ConnectorForm:
     """The submitted fields; a certificate upload is loaded and checked here (its errors in ``errors``)."""
-    form = ConnectorForm(values={name: ctx.field(name) for name in TEXT_FIELDS}, secret=ctx.field("secret"))
+    submitted = [name for name in TEXT_FIELDS if name != "send_as" or (ctx.form is not None and name in ctx.form)]
+    form = ConnectorForm(values={name: ctx.field(name) for name in submitted}, secret=ctx.field("secret"))
     cert_file, key_file = ctx.upload("certificate"), ctx.upload("private_key")
     if cert_file is None and key_file is None:
         return form
