@@ -17,7 +17,7 @@ mailbox the connector's checks and probes use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from ..connectors import ConnectorConfig
@@ -36,9 +36,13 @@ def label(connector: ConnectorConfig, mailbox: str) -> str:
     return connector.mailbox_address(mailbox)
 
 
-def held_per_mailbox(mailbox: str, exc: Exception) -> bool:
-    """A send-as mailbox that is missing or barred is that mailbox's trouble, not the connector's."""
-    return bool(mailbox) and isinstance(exc, MAILBOX_ERRORS)
+def missing_mailbox(connector: ConnectorConfig, mailbox: str, exc: Exception, now: datetime) -> Hold | None:
+    """A send-as mailbox that is missing or barred is that mailbox's trouble, not the connector's: the hold
+    for its mail, or None for any other failure."""
+    if not mailbox or not isinstance(exc, MAILBOX_ERRORS):
+        return None
+    why = f"mailbox {label(connector, mailbox)} cannot send: {exc.message}; its mail waits (checked every 5 min)"
+    return Hold(now + timedelta(seconds=MAILBOX_RECHECK_SECONDS), why, exc)
 
 
 @dataclass

@@ -53,7 +53,7 @@ from ..outbox import FINAL, Claimed, Outbox
 from .budget import Budgets
 from .gate import LocalGate
 from .liveness import Liveness
-from .mailboxes import MAILBOX_RECHECK_SECONDS, Hold, MailboxHolds, held_per_mailbox, label, mailbox_of
+from .mailboxes import Hold, MailboxHolds, label, mailbox_of, missing_mailbox
 from .probing import Probing, _Lane
 from .retry import RetryPolicy
 
@@ -348,11 +348,8 @@ class Dispatcher(Probing):
                 save_to_sent_items=message.save_to_sent_items, mailbox=mailbox,
             )  # fmt: skip
             async with self.gate.slot(connector.id, mailbox):
-                if (
-                    reason := await self._must_wait(
-                        lane, probe, self.holds.current(connector.id, mailbox, self.clock.now())
-                    )
-                ) is not None:
+                hold = self.holds.current(connector.id, mailbox, self.clock.now())  # a 429 that came meanwhile
+                if (reason := await self._must_wait(lane, probe, hold)) is not None:
                     await self._give_back(message, reason)
                     return True
                 result = await self._send(prepared)
@@ -433,14 +430,10 @@ class Dispatcher(Probing):
         mailbox: str = "",
     ) -> bool:
         now = self.clock.now()
-        if held_per_mailbox(mailbox, exc):  # one send-as mailbox missing or barred: only its mail waits
-            assert isinstance(exc, DeliveryError)
-            until = now + timedelta(seconds=MAILBOX_RECHECK_SECONDS)
-            why = (
-                f"mailbox {label(connector, mailbox)} cannot send: {exc.message}; its mail waits (checked every 5 min)"
-            )
-            self.holds.hold(connector.id, mailbox, Hold(until, why, exc))
-            await self._record(self.outbox.defer, message.id, self.owner, exc, until, why, uncount=True)
+        if (missing := missing_mailbox(connector, mailbox, exc, now)) is not None:  # only its mail waits
+            self.holds.hold(connector.id, mailbox, missing)
+            await self._record(self.outbox.defer, message.id, self.owner, missing.error, missing.until,
+                               missing.reason, uncount=True)  # fmt: skip
             self.stats.deferred += 1
             return True
         decision = self.policy.decide(exc, attempts=message.attempts, expires_at=message.expires_at, now=now)
