@@ -23,7 +23,18 @@ from typing import Any
 from bench.common import ROOT, environment
 
 # Scenario modules, in the order the table shows them. A module that is missing is reported, not fatal.
-MODULES = ["sandbox", "outbox", "smtp_ingest", "api_ingest", "scale", "memory", "lifecycle", "chaos", "faults"]
+MODULES = [
+    "sandbox",
+    "outbox",
+    "smtp_ingest",
+    "api_ingest",
+    "scale",
+    "sendas",
+    "memory",
+    "lifecycle",
+    "chaos",
+    "faults",
+]
 
 
 def print_rows(rows: list[dict[str, Any]], previous: dict[str, Any] | None = None) -> None:

@@ -48,6 +48,7 @@ DEFAULT_HTTP_PORT = 8025
 DEFAULT_SMTP_PORT = 2525
 DEFAULT_SANDBOX_PORT = 8443
 TEST_SENDER = "app@example.com"
+SEND_AS_LOCAL_PART = "billing"  # the demo tenant's second mailbox, listed as send-as (PROTOCOL.md §15)
 TEST_RECIPIENT = "someone@example.com"
 HOST = "127.0.0.1"
 
@@ -66,6 +67,7 @@ class DemoInfo:
     api_url: str
     sandbox_url: str
     mailbox: str
+    send_as: str  # a second mailbox: mail From it keeps its From and goes through its own mailbox
     http_url: str
     sandbox_ca_file: str
     swaks: str
@@ -139,6 +141,7 @@ def configure_connector(runtime: Runtime, sandbox: SandboxServer) -> ConnectorCo
             remedy="Run the demo with its own data directory: m365relay --home .m365relay-demo demo",
         )
     info = sandbox.demo_info
+    send_as = add_send_as_mailbox(sandbox)
     change = ConnectorUpdate(
         client_id=info["client_id"],
         tenant_id=info["tenant_id"],
@@ -149,6 +152,7 @@ def configure_connector(runtime: Runtime, sandbox: SandboxServer) -> ConnectorCo
         ca_file=str(sandbox.ca_file.resolve()),
         secret=info["secret_value"],
         secret_expires=_secret_expiry(sandbox),
+        send_as=[send_as],
     )
     return runtime.connectors.save(DEFAULT_NAME, change, actor="demo")
 
@@ -187,6 +191,20 @@ def register_redirect_uri(sandbox: SandboxServer, uri: str) -> None:
         uris = [str(u) for u in app.get("redirect_uris", [])]
         if uri not in uris:
             admin.patch(f"/_sandbox/apps/{client_id}", json={"redirect_uris": [*uris, uri]}).raise_for_status()
+
+
+def send_as_address(sandbox: SandboxServer) -> str:
+    return f"{SEND_AS_LOCAL_PART}@{str(sandbox.demo_info['mailbox']).rpartition('@')[2]}"
+
+
+def add_send_as_mailbox(sandbox: SandboxServer) -> str:
+    """Give the sandbox tenant a second mailbox, as an administrator adds a shared mailbox in Exchange."""
+    import httpx
+
+    address = send_as_address(sandbox)
+    with httpx.Client(base_url=sandbox.url, verify=str(sandbox.ca_file), timeout=30) as client:
+        client.put(f"/_sandbox/mailboxes/{address}", json={"licensed": True}).raise_for_status()
+    return address
 
 
 def _is_local_sandbox(connector: ConnectorConfig) -> bool:
@@ -245,6 +263,7 @@ def demo_info(endpoints: Endpoints, sandbox: SandboxServer, relay_password: str,
         api_url=f"{endpoints.http_url}/api/v1/",
         sandbox_url=sandbox.url,
         mailbox=str(sandbox.demo_info["mailbox"]),
+        send_as=send_as_address(sandbox),
         http_url=endpoints.http_url,
         sandbox_ca_file=str(sandbox.ca_file.resolve()),
         swaks=swaks_command(host, port, relay_password),

@@ -123,7 +123,7 @@ class Relay:
     ) -> OutgoingMessage:
         if message is not None and fields:
             raise ValidationError("message", "pass a message or fields, not both")
-        rules = ready_rules(config.user_name, self.runtime.settings.smtp_from_policy, "the library")
+        rules = ready_rules(config.user_name, self.runtime.settings.smtp_from_policy, "the library", config.send_as)
         if isinstance(message, bytes):
             return accept_ready(OutgoingMessage.from_bytes(message), rules)
         if isinstance(message, EmailMessage):

@@ -75,6 +75,16 @@ def set_(
     ca_file: Annotated[
         str | None, typer.Option(help="custom cloud: PEM CA file to trust instead of the system store.", metavar="PEM")
     ] = None,
+    send_as: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--send-as",
+            help="Also send from this mailbox (repeatable; @contoso.com for any mailbox of a domain): mail From it "
+            "goes through its own /users/{mailbox}/sendMail. Replaces the stored list.",
+            metavar="ADDRESS|@DOMAIN",
+        ),
+    ] = None,
+    no_send_as: Annotated[bool, typer.Option("--no-send-as", help="Clear the send-as mailboxes.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Create or update a connector. Fields you leave out keep their stored values.
@@ -87,6 +97,8 @@ def set_(
           --user-name noreply@contoso.com --secret-stdin --secret-expires 2027-06-30
     """
     secret = _read_secret(secret_stdin, secret_file)
+    if send_as and no_send_as:
+        raise ValidationError("--send-as", "use --send-as or --no-send-as, not both")
     cert = None
     if certificate or private_key:
         if not (certificate and private_key):
@@ -104,6 +116,7 @@ def set_(
         secret=secret,
         secret_expires=secret_expires,
         certificate=cert,
+        send_as=[] if no_send_as else send_as,
     )
     saved = state(ctx).runtime.connectors.save(name, change, actor="cli")
     if as_json:
@@ -164,6 +177,8 @@ def print_connector(c: ConnectorConfig) -> None:
     table.add_row("OAuth Client ID", c.client_id)
     table.add_row("Tenant ID", c.tenant_id)
     table.add_row("User Name", c.user_name)
+    if c.send_as:
+        table.add_row("also sends from", ", ".join(c.send_as))
     table.add_row("cloud", f"{c.cloud.name} ({c.cloud.login_url}, {c.cloud.graph_url})")
     if c.cloud.graph_resource != c.cloud.graph_url:
         table.add_row("graph resource", f"{c.cloud.graph_resource} (token scope {c.cloud.scope})")

@@ -107,6 +107,7 @@ def _announce(info: DemoInfo, home: Path) -> None:
         ("SMTP relay", f"{info.smtp_host}:{info.smtp_port}   user {info.smtp_user}   password {info.smtp_password}"),
         ("", "STARTTLS is offered; AUTH without TLS is accepted from this machine (loopback) only"),
         ("mailbox", f"{info.mailbox}   (mail is sent from it; the application's From goes to Reply-To)"),
+        ("also sends from", f"{info.send_as}   (send-as: From {info.send_as} goes through that mailbox, From kept)"),
         ("sandbox viewer", f"{info.sandbox_url}/   (its CA certificate: {info.sandbox_ca_file})"),
         ("admin UI", f"{info.admin_url}   user {info.admin_user}   password {info.admin_password}"),
         ("HTTP API", info.api_url),
@@ -143,6 +144,11 @@ def _announce(info: DemoInfo, home: Path) -> None:
     out.print(
         f"  curl --cacert {info.sandbox_ca_file} -X PUT {info.sandbox_url}/_sandbox/faults -d {drop}", markup=False
     )
+    out.print()
+    out.print(
+        f"To try the second mailbox, send From {info.send_as} (swaks: --from {info.send_as}); the sandbox", markup=False
+    )
+    out.print(f"viewer shows it sent by {info.send_as} itself, not by {info.mailbox}.", markup=False)
     out.print()
     out.print(f"The same details as JSON, for scripts: {(home / DEMO_FILE).resolve()}", markup=False)
 

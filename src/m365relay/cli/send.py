@@ -82,7 +82,7 @@ def send(
     if eml is not None:
         if any([to, cc, bcc, subject, text, html, attach, sender, reply_to, header, importance]):
             raise ValidationError("--eml", "a ready message file cannot be combined with fields like --to or --subject")
-        rules = ready_rules(config.user_name, runtime.settings.smtp_from_policy, "m365relay send --eml")
+        rules = ready_rules(config.user_name, runtime.settings.smtp_from_policy, "m365relay send --eml", config.send_as)
         outgoing = accept_ready(OutgoingMessage.from_bytes(eml.read_bytes()), rules)
     else:
         spec = MessageSpec(

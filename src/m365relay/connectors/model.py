@@ -81,6 +81,7 @@ class ConnectorConfig:
     old_credential: Credential | None
     created_at: datetime
     updated_at: datetime
+    send_as: tuple[str, ...] = ()  # further mailboxes ("Also send from"): addresses or "@domain"
 
     @property
     def paused(self) -> bool:
@@ -102,6 +103,26 @@ class ConnectorConfig:
             str(cred.id if cred else None),
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def mailbox_for(self, sender: str | None) -> str:
+        """The mailbox whose ``/users/{mailbox}/sendMail`` sends mail From ``sender``: the address itself
+        when it is a send-as entry (or of a send-as ``@domain``), else the User Name mailbox. Returns "" for
+        the User Name mailbox, so that its limits keep their key when the User Name changes."""
+        address = (sender or "").strip().lower()
+        if not address or address == self.user_name.lower() or "@" not in address:
+            return ""
+        if address in self.send_as or "@" + address.rpartition("@")[2] in self.send_as:
+            return address
+        return ""
+
+    def mailbox_address(self, mailbox: str) -> str:
+        """The address in the Graph URL for a ``mailbox_for`` result."""
+        return mailbox or self.user_name
+
+    @property
+    def known_mailboxes(self) -> tuple[str, ...]:
+        """The mailboxes known before any mail arrives: the User Name ("") and each listed address."""
+        return ("", *(entry for entry in self.send_as if not entry.startswith("@")))
 
     def public_view(self, now: datetime | None = None) -> dict[str, Any]:
         """Everything an administrator may see (CLI ``show``, API, UI). No secret values."""
@@ -128,6 +149,7 @@ class ConnectorConfig:
             "client_id": self.client_id,
             "tenant_id": self.tenant_id,
             "user_name": self.user_name,
+            "send_as": list(self.send_as),
             "cloud": self.cloud.name,
             "login_url": self.cloud.login_url,
             "graph_url": self.cloud.graph_url,

@@ -45,6 +45,7 @@ class ConnectorUpdate:
     secret: str | None = None
     secret_expires: date | str | None = None
     certificate: CertificateInfo | None = None
+    send_as: list[str] | None = None  # None keeps the list; [] clears it
 
 
 class ConnectorStore:
@@ -472,6 +473,7 @@ class ConnectorStore:
             old_credential=creds.get("old"),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            send_as=tuple(row.send_as or ()),
         )
 
     def _credential(self, row: CredentialRow) -> Credential:
@@ -530,6 +532,10 @@ def _validated(
             continue
         values[key] = _collect(errors, key, rule, submitted or "")
     values.update(_validated_cloud(change, row, errors))
+    if change.send_as is not None:
+        wanted = _collect(errors, "send_as", validation.send_as, change.send_as) or []
+        if wanted != list((row.send_as if row is not None else None) or []):  # None and [] both mean "none"
+            values["send_as"] = wanted
     if change.secret:
         _collect(errors, "secret", validation.client_secret, change.secret)
     if change.secret or change.secret_expires is not None:

@@ -205,3 +205,41 @@ def _is_domain(value: str) -> bool:
         and all(DNS_LABEL.match(label) for label in labels)
         and labels[-1].isalpha()
     )
+
+
+def send_as(values: list[str] | tuple[str, ...] | str) -> list[str]:
+    """The connector's further sending mailboxes ("Also send from"): full addresses or ``@domain`` for every
+    mailbox of a domain, one a line or comma-separated. Stored lower-case, de-duplicated, in the order given.
+    Each is its own ``/users/{mailbox}/sendMail`` (PROTOCOL.md §15), so an address must be one mailbox."""
+    field = "Also send from"
+    if isinstance(values, str):
+        values = [values]
+    entries = [part.strip() for value in values for part in value.replace(",", "\n").splitlines()]
+    result: list[str] = []
+    for entry in (e for e in entries if e):
+        if entry.startswith("@"):
+            domain = entry[1:].lower()
+            if not _is_domain(domain):
+                raise ValidationError(
+                    field, f"{entry!r} is not a domain; write @contoso.com for a whole domain", key="send_as"
+                )
+            cleaned = "@" + domain
+        else:
+            try:
+                cleaned = user_name(entry).lower()
+            except ValidationError as exc:
+                raise ValidationError(
+                    field,
+                    f"{entry!r} is not a mailbox address (e.g. billing@contoso.com) or a domain (@contoso.com)",
+                    key="send_as",
+                ) from exc
+        if cleaned not in result:
+            result.append(cleaned)
+    if len(result) > MAX_SEND_AS:
+        raise ValidationError(
+            field, f"{len(result)} entries; at most {MAX_SEND_AS} (use @domain for many mailboxes)", key="send_as"
+        )
+    return result
+
+
+MAX_SEND_AS = 100

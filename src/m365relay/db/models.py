@@ -76,6 +76,7 @@ class ConnectorRow(Base):
     client_id: Mapped[str] = mapped_column(String(36))
     tenant_id: Mapped[str] = mapped_column(String(255))
     user_name: Mapped[str] = mapped_column(String(320))
+    send_as: Mapped[list[str] | None] = mapped_column(JSON)  # further sending mailboxes (PROTOCOL.md §15)
     cloud: Mapped[str] = mapped_column(String(16))
     login_url: Mapped[str | None] = mapped_column(String(2048))
     graph_url: Mapped[str | None] = mapped_column(String(2048))
@@ -212,11 +213,13 @@ class ActivityHourRow(Base):
 
 
 class BudgetBucketRow(Base):
-    """Requests and recipients per connector per minute; rolling budgets sum the buckets in the window."""
+    """Requests and recipients per connector, mailbox and minute; rolling budgets sum the buckets in the window."""
 
     __tablename__ = "budget_buckets"
 
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
+    # "" is the User Name mailbox; a send-as mailbox has its own budgets (PROTOCOL.md §7, §15)
+    mailbox: Mapped[str] = mapped_column(String(320), primary_key=True, default="", server_default="")
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix time // 60
     requests: Mapped[int] = mapped_column(Integer, default=0)
     recipients: Mapped[int] = mapped_column(Integer, default=0)

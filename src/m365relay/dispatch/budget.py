@@ -1,4 +1,5 @@
-"""Rolling request and recipient budgets per connector, kept in the database so that every process on
+"""Rolling request and recipient budgets per connector and mailbox (PROTOCOL.md §15: each sending mailbox
+of an app has its own; "" is the connector's User Name mailbox), kept in the database so that every process on
 one database shares them (PROTOCOL.md §7: 10,000 requests per 10 minutes per app and mailbox; 10,000
 recipients per rolling 24 hours per mailbox). Usage is counted in one-minute buckets.
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..clock import Clock
 from ..db.engine import Database
 from ..db.models import BudgetBucketRow
+from .gate import mailbox_number
 
 CHUNK_REQUESTS = 32
 CHUNK_RECIPIENTS = 64
@@ -56,11 +58,11 @@ class Budgets:
         self.db = db
         self.clock = clock
         self.limits = limits
-        self._allowances: dict[int, _Allowance] = {}
+        self._allowances: dict[tuple[int, str], _Allowance] = {}
         self._lock = threading.Lock()
         self._swept: dict[int, int] = {}  # connector id -> minute its old buckets were last deleted
 
-    def reserve(self, connector_id: int, recipients: int, requests: int = 1) -> float | None:
+    def reserve(self, connector_id: int, recipients: int, requests: int = 1, mailbox: str = "") -> float | None:
         """Spend budget for one send and return None, or return the seconds to wait before it fits.
 
         When the allowance in hand is short (or a minute old), its remainder is given back and a new chunk is
@@ -68,7 +70,8 @@ class Budgets:
         spent is never counted more than a minute before it was spent."""
         with self._lock:
             now = self.clock.monotonic()
-            allowance = self._allowances.get(connector_id)
+            key = (connector_id, mailbox)
+            allowance = self._allowances.get(key)
             if (
                 allowance is not None
                 and allowance.until > now
@@ -80,11 +83,11 @@ class Budgets:
                 return None
             wanted = (max(requests, CHUNK_REQUESTS), max(recipients, CHUNK_RECIPIENTS))
             # If this raises, nothing was committed: the allowance stays in hand, to be given back later.
-            wait, granted, minute = self._lease(connector_id, (requests, recipients), wanted, allowance)
-            self._allowances.pop(connector_id, None)  # given back in that transaction
+            wait, granted, minute = self._lease(key, (requests, recipients), wanted, allowance)
+            self._allowances.pop(key, None)  # given back in that transaction
             if wait is not None:
                 return wait
-            self._allowances[connector_id] = _Allowance(
+            self._allowances[key] = _Allowance(
                 granted[0] - requests, granted[1] - recipients, now + ALLOWANCE_SECONDS, minute
             )
             return None
@@ -92,38 +95,39 @@ class Budgets:
     def release(self) -> None:
         """Give every unspent allowance back (the dispatcher calls this when it stops)."""
         with self._lock:
-            for connector_id in list(self._allowances):
-                allowance = self._allowances[connector_id]
+            for key in list(self._allowances):
+                allowance = self._allowances[key]
                 with self.db.write() as session:
-                    self._give_back(session, connector_id, allowance)
-                del self._allowances[connector_id]  # only once its give-back is committed
+                    self._give_back(session, key, allowance)
+                del self._allowances[key]  # only once its give-back is committed
 
-    def _give_back(self, session: Session, connector_id: int, allowance: _Allowance | None) -> None:
+    def _give_back(self, session: Session, key: tuple[int, str], allowance: _Allowance | None) -> None:
         """Uncount what was leased but not spent, from the bucket it was counted in."""
         if allowance is None or (allowance.requests <= 0 and allowance.recipients <= 0):
             return
         clamp = func.greatest if self.db.is_postgres else func.max  # SQLite's two-argument max() is scalar
         session.execute(
             update(BudgetBucketRow)
-            .where(BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute == allowance.minute)
+            .where(_is_key(key), BudgetBucketRow.minute == allowance.minute)
             .values(
                 requests=clamp(BudgetBucketRow.requests - max(0, allowance.requests), 0),
                 recipients=clamp(BudgetBucketRow.recipients - max(0, allowance.recipients), 0),
             )
         )
 
-    def usage(self, connector_id: int) -> tuple[int, int]:
-        """(requests counted in the request window, recipients in the recipient window)."""
+    def usage(self, connector_id: int, mailbox: str = "") -> tuple[int, int]:
+        """(requests counted in the request window, recipients in the recipient window) of one mailbox."""
         minute = int(self.clock.now().timestamp() // 60)
+        key = (connector_id, mailbox)
         with self.db.read() as session:
             return (
-                self._total(session, connector_id, BudgetBucketRow.requests, minute, self.limits.request_window),
-                self._total(session, connector_id, BudgetBucketRow.recipients, minute, self.limits.recipient_window),
+                self._total(session, key, BudgetBucketRow.requests, minute, self.limits.request_window),
+                self._total(session, key, BudgetBucketRow.recipients, minute, self.limits.recipient_window),
             )
 
     def _lease(
         self,
-        connector_id: int,
+        key: tuple[int, str],
         needed: tuple[int, int],
         wanted: tuple[int, int],
         returning: _Allowance | None,
@@ -134,16 +138,18 @@ class Budgets:
         now = self.clock.now().timestamp()
         minute = int(now // 60)
         lim = self.limits
+        connector_id = key[0]
         with self.db.write() as session:
-            if self.db.is_postgres:  # one lease at a time per connector across processes (SQLite: BEGIN IMMEDIATE)
+            if self.db.is_postgres:  # one lease at a time per mailbox across processes (SQLite: BEGIN IMMEDIATE)
                 session.execute(
-                    text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": BUDGET_LOCK_NAMESPACE, "id": connector_id}
+                    text("SELECT pg_advisory_xact_lock(:ns, :id)"),
+                    {"ns": BUDGET_LOCK_NAMESPACE, "id": mailbox_number(connector_id, key[1])},
                 )
-            self._give_back(session, connector_id, returning)
+            self._give_back(session, key, returning)
             buckets = session.execute(
                 select(BudgetBucketRow.minute, BudgetBucketRow.requests, BudgetBucketRow.recipients)
                 .where(
-                    BudgetBucketRow.connector_id == connector_id,
+                    _is_key(key),
                     BudgetBucketRow.minute > minute - max(lim.recipient_window, lim.request_window) // 60,
                 )
                 .order_by(BudgetBucketRow.minute)
@@ -160,7 +166,7 @@ class Budgets:
                 max(needed[0], min(wanted[0], lim.requests - sum(n for _, n in request_rows))),
                 max(needed[1], min(wanted[1], lim.recipients - sum(n for _, n in recipient_rows))),
             )
-            self._add(session, connector_id, minute, *granted)
+            self._add(session, key, minute, *granted)
             if minute - self._swept.get(connector_id, minute - 60) >= 60:  # hourly: forget buckets out of the windows
                 self._swept[connector_id] = minute
                 session.execute(
@@ -173,29 +179,33 @@ class Budgets:
 
     @staticmethod
     def _total(
-        session: Session, connector_id: int, column: InstrumentedAttribute[int], minute: int, window: int
+        session: Session, key: tuple[int, str], column: InstrumentedAttribute[int], minute: int, window: int
     ) -> int:
         value: int | None = session.scalar(
             select(func.coalesce(func.sum(column), 0)).where(
-                BudgetBucketRow.connector_id == connector_id, BudgetBucketRow.minute > minute - window // 60
+                _is_key(key), BudgetBucketRow.minute > minute - window // 60
             )
         )
         return int(value or 0)
 
-    def _add(self, session: Session, connector_id: int, minute: int, requests: int, recipients: int) -> None:
+    def _add(self, session: Session, key: tuple[int, str], minute: int, requests: int, recipients: int) -> None:
         dialect = postgresql if self.db.is_postgres else sqlite
         statement = dialect.insert(BudgetBucketRow).values(
-            connector_id=connector_id, minute=minute, requests=requests, recipients=recipients
+            connector_id=key[0], mailbox=key[1], minute=minute, requests=requests, recipients=recipients
         )
         session.execute(
             statement.on_conflict_do_update(
-                index_elements=[BudgetBucketRow.connector_id, BudgetBucketRow.minute],
+                index_elements=[BudgetBucketRow.connector_id, BudgetBucketRow.mailbox, BudgetBucketRow.minute],
                 set_={
                     "requests": BudgetBucketRow.requests + requests,
                     "recipients": BudgetBucketRow.recipients + recipients,
                 },
             )
         )
+
+
+def _is_key(key: tuple[int, str]) -> ColumnElement[bool]:
+    return and_(BudgetBucketRow.connector_id == key[0], BudgetBucketRow.mailbox == key[1])
 
 
 def _wait(rows: list[tuple[int, int]], wanted: int, budget: int, window: int, now: float) -> float:

@@ -1,4 +1,6 @@
-"""The in-flight limit per connector (PROTOCOL.md §7: 4 concurrent requests per app and mailbox).
+"""The in-flight limit per connector and mailbox (PROTOCOL.md §7: 4 concurrent requests per app and mailbox;
+§15: a connector with send-as mailboxes has 4 for each). A mailbox is named as ``ConnectorConfig.mailbox_for``
+names it: "" for the User Name mailbox, else the send-as address.
 
 A slot is held only while the Graph request is on the wire — database bookkeeping happens outside it —
 so the limit is used to the full.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,21 +30,22 @@ POLL_SECONDS = 0.005
 class LocalGate:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._semaphores: dict[int, asyncio.Semaphore] = {}
-        self._held: dict[int, int] = {}
+        self._semaphores: dict[tuple[int, str], asyncio.Semaphore] = {}
+        self._held: dict[tuple[int, str], int] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self, connector_id: int) -> AsyncIterator[None]:
-        semaphore = self._semaphores.setdefault(connector_id, asyncio.Semaphore(self.capacity))
+    async def slot(self, connector_id: int, mailbox: str = "") -> AsyncIterator[None]:
+        key = (connector_id, mailbox)
+        semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(self.capacity))
         async with semaphore:
-            self._held[connector_id] = self._held.get(connector_id, 0) + 1
+            self._held[key] = self._held.get(key, 0) + 1
             try:
                 yield
             finally:
-                self._held[connector_id] -= 1
+                self._held[key] -= 1
 
-    def in_flight(self, connector_id: int) -> int:
-        return self._held.get(connector_id, 0)
+    def in_flight(self, connector_id: int, mailbox: str = "") -> int:
+        return self._held.get((connector_id, mailbox), 0)
 
     async def aclose(self) -> None:
         pass
@@ -56,12 +60,13 @@ class AdvisoryGate(LocalGate):
         super().__init__(capacity)
         self.db = db
         self._shards = [_Shard() for _ in range(connections)]
-        self._numbers: dict[int, set[int]] = {}  # slot numbers this process holds, per connector
+        self._numbers: dict[int, set[int]] = {}  # slot numbers this process holds, per mailbox_number
 
     @contextlib.asynccontextmanager
-    async def slot(self, connector_id: int) -> AsyncIterator[None]:
+    async def slot(self, connector_id: int, mailbox: str = "") -> AsyncIterator[None]:
         # The local semaphore keeps this process from asking for more than the capacity at all.
-        async with super().slot(connector_id):
+        async with super().slot(connector_id, mailbox):
+            connector_id = mailbox_number(connector_id, mailbox)  # below, the lock's number stands for both
             delay = POLL_SECONDS
             while (number := await self._lock_or_reconnect(connector_id)) is None:
                 await asyncio.sleep(delay)  # another process holds every slot: look again shortly
@@ -148,6 +153,16 @@ class _Shard:
     def __init__(self) -> None:
         self.conn: Any = None
         self.lock = asyncio.Lock()
+
+
+def mailbox_number(connector_id: int, mailbox: str) -> int:
+    """One number per (connector, mailbox) for PostgreSQL advisory locks (a 32-bit key with room for the slot
+    number): the User Name mailbox keeps the connector id, as before send-as mailboxes; a send-as mailbox gets
+    a number from 1,000,000 up by CRC-32. Two mailboxes that share a number share their slots — a stricter
+    limit for both, never a looser one."""
+    if not mailbox:
+        return connector_id
+    return 1_000_000 + zlib.crc32(f"{connector_id}|{mailbox}".encode()) % 1_000_000
 
 
 def _key(connector_id: int, number: int) -> int:

@@ -21,6 +21,7 @@ from ..outbox import Claimed, Outbox
 from ..outbox.doubt import CONFIRMED, POSSIBLE_DUPLICATE, Doubts
 from .budget import Budgets
 from .gate import LocalGate
+from .mailboxes import Hold, MailboxHolds, mailbox_of
 from .probing import _Lane
 
 log = logging.getLogger("m365relay.dispatch")
@@ -38,6 +39,7 @@ class InDoubt:
     budgets: Budgets | None
     metrics: Metrics | None
     reconciler: Reconciler
+    holds: MailboxHolds
     doubts: Doubts
     stats: Any
 
@@ -47,10 +49,10 @@ class InDoubt:
     async def _record(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise NotImplementedError
 
-    async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
+    async def _hold(self, connector: ConnectorConfig, mailbox: str, message: Claimed, wait: float, why: str) -> None:
         raise NotImplementedError
 
-    async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
+    async def _must_wait(self, lane: _Lane, probe: bool, hold: Hold | None = None) -> str | None:
         raise NotImplementedError
 
     async def _give_back(self, message: Claimed, reason: str) -> None:
@@ -72,6 +74,7 @@ class InDoubt:
     ) -> tuple[bool, bool | None]:
         """Before resending an in-doubt message, look for it in Sent Items, inside an in-flight slot and the
         request budget like any Graph call. Returns (handled, outcome): handled False means "send it now"."""
+        mailbox = mailbox_of(connector, message.header_from)  # where it went: its Sent Items tell
         try:
             token = await self.sender.check_token(connector)
             why_not = self.reconciler.checkable(message, token)
@@ -79,15 +82,17 @@ class InDoubt:
                 verdict = Verdict(POSSIBLE_DUPLICATE, why_not)
             else:
                 if self.budgets is not None:
-                    wait = await self._db(self.budgets.reserve, connector.id, 0)
+                    wait = await self._db(self.budgets.reserve, connector.id, 0, 1, mailbox)
                     if wait is not None:
-                        await self._hold(connector, lane, message, wait, "request budget of the mailbox used up")
+                        why = f"request budget of mailbox {connector.mailbox_address(mailbox)} used up"
+                        await self._hold(connector, mailbox, message, wait, why)
                         return True, None if probe else True
-                async with self.gate.slot(connector.id):
-                    if (reason := await self._must_wait(lane, probe)) is not None:
+                async with self.gate.slot(connector.id, mailbox):
+                    hold = self.holds.current(connector.id, mailbox, self.clock.now())
+                    if (reason := await self._must_wait(lane, probe, hold)) is not None:
                         await self._give_back(message, reason)
                         return True, True
-                    verdict = await self.reconciler.check(connector, message, self.clock.now())
+                    verdict = await self.reconciler.check(connector, message, self.clock.now(), mailbox)
         except asyncio.CancelledError:
             await asyncio.shield(self._db(self.outbox.release, message.id, self.owner, "worker shut down"))
             raise
@@ -134,7 +139,7 @@ class InDoubt:
         if message.message_id and present:
             return outgoing
         if not present:
-            domain = connector.user_name.rpartition("@")[2] or "m365relay.invalid"
+            domain = connector.user_name.rpartition("@")[2] or "m365relay.invalid"  # any of its mailboxes' domains
             stamp = int(message.created_at.timestamp() * 1000)
             present = message.message_id or f"<m365relay.{message.id}.{stamp}@{domain}>"
             outgoing.set_value("Message-ID", present)

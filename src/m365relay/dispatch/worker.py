@@ -59,6 +59,7 @@ from .budget import Budgets
 from .gate import LocalGate
 from .indoubt import InDoubt
 from .liveness import Liveness
+from .mailboxes import Hold, MailboxHolds, label, mailbox_of, missing_mailbox
 from .probing import Probing, _Lane
 from .retry import RetryPolicy
 
@@ -135,6 +136,7 @@ class Dispatcher(Probing, InDoubt):
         # Tasks that live as long as the dispatcher (bounce intake, mailbox/inbox.py): run(stop) coroutines.
         self.companions: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
         self._lanes: dict[int, _Lane] = {}
+        self.holds = MailboxHolds()  # throttled, over budget or missing mailboxes (mailboxes.py)
         self._tasks: dict[asyncio.Task[None], Claimed | None] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,6 +235,8 @@ class Dispatcher(Probing, InDoubt):
             self.stats.paused.discard(connector.name)
             if any(t is not None and t > now for t in (lane.blocked_until, lane.no_claims_until)):
                 continue
+            if self.holds.all_held(connector, now):
+                continue
             if lane.outage_probe_at is not None:
                 started |= self._outage_probe(connector, lane)
                 continue
@@ -288,7 +292,8 @@ class Dispatcher(Probing, InDoubt):
 
     async def _claim(self, connector: ConnectorConfig, lane: _Lane) -> bool:
         room = self.concurrency - sum(1 for m in self._tasks.values() if m is not None)
-        wanted = min(room, self.prefetch - lane.held)
+        mailboxes = len(connector.known_mailboxes) + any(e.startswith("@") for e in connector.send_as)
+        wanted = min(room, self.prefetch * mailboxes - lane.held)  # each mailbox has its own slots
         if wanted <= 0 or self._stopping:
             return False
         claimed = await self._db(self.outbox.claim, self.owner, connector.id, wanted, self.lease_seconds)
@@ -345,20 +350,19 @@ class Dispatcher(Probing, InDoubt):
                 return outcome
         body: BinaryIO | None = None
         sending = False
+        mailbox = mailbox_of(connector, message.header_from)
         try:
-            if self.budgets is not None:
-                wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count)
-                if wait is not None:
-                    await self._hold(connector, lane, message, wait, "sending budget of the mailbox used up")
-                    return None if probe else True
+            if await self._held_back(connector, mailbox, message):
+                return None if probe else True
             body = await self._body(message)
             prepared = await self.sender.prepare(
                 connector, await self._with_message_id(connector, message, OutgoingMessage.from_stream(body)),
-                envelope=list(message.recipients), save_to_sent_items=message.save_to_sent_items,
+                envelope=list(message.recipients), save_to_sent_items=message.save_to_sent_items, mailbox=mailbox,
             )  # fmt: skip
             prepared.on_draft = functools.partial(self._note_draft, message)
-            async with self.gate.slot(connector.id):
-                if (reason := await self._must_wait(lane, probe)) is not None:
+            async with self.gate.slot(connector.id, mailbox):
+                hold = self.holds.current(connector.id, mailbox, self.clock.now())  # a 429 that came meanwhile
+                if (reason := await self._must_wait(lane, probe, hold)) is not None:
                     await self._give_back(message, reason)
                     return True
                 sending = True
@@ -373,7 +377,7 @@ class Dispatcher(Probing, InDoubt):
             await self._store_trouble(lane, message, exc)
             return None
         except Exception as exc:  # every failure is routed through the retry policy
-            return await self._failed(connector, lane, message, exc, probe=probe)
+            return await self._failed(connector, lane, message, exc, probe=probe, mailbox=mailbox)
         finally:
             if body is not None:
                 body.close()
@@ -384,6 +388,22 @@ class Dispatcher(Probing, InDoubt):
         if result.method == "upload":  # a large message went: Mail.ReadWrite is there (if it was missing)
             await self._record(self.connectors.clear_need, connector.id, "PermissionNeededError")
         return True
+
+    async def _held_back(self, connector: ConnectorConfig, mailbox: str, message: Claimed) -> bool:
+        """Whether the mailbox's hold (a 429, a missing mailbox) or its spent budget keeps the message back;
+        it is then deferred or held, without counting an attempt."""
+        if (hold := self.holds.current(connector.id, mailbox, self.clock.now())) is not None:
+            await self._db(self.outbox.defer, message.id, self.owner, hold.error, hold.until, hold.reason, uncount=True)
+            self.stats.deferred += 1
+            return True
+        if self.budgets is not None:
+            wait = await self._db(self.budgets.reserve, connector.id, message.recipient_count, 1, mailbox)
+            if wait is not None:
+                await self._hold(
+                    connector, mailbox, message, wait, f"sending budget of mailbox {label(connector, mailbox)} used up"
+                )
+                return True
+        return False
 
     async def _cancelled(self, message: Claimed, *, sending: bool) -> None:
         """Shutdown cut an attempt short: cut off while the request was on the wire, it may have gone (in
@@ -421,18 +441,19 @@ class Dispatcher(Probing, InDoubt):
         except StoreError as again:  # still away: its lease runs out, or this worker's restart releases it
             log.warning("message %s not given back (%s); its lease will bring it back", message.id, again.message)
 
-    async def _must_wait(self, lane: _Lane, probe: bool) -> str | None:
+    async def _must_wait(self, lane: _Lane, probe: bool, hold: Hold | None = None) -> str | None:
         """Inside a slot, just before sending: honour a throttle that arrived meanwhile. Returns a reason
         to give the message back instead (connector paused, or a long wait ahead)."""
         if self._stopping:
             return "worker shut down before sending"
         if lane.paused and not probe:
             return "connector paused"
-        if lane.blocked_until is None:
+        blocked = max((t for t in (lane.blocked_until, hold.until if hold else None) if t is not None), default=None)
+        if blocked is None:
             return None
-        wait = (lane.blocked_until - self.clock.now()).total_seconds()
+        wait = (blocked - self.clock.now()).total_seconds()
         if wait > LONG_WAIT_SECONDS:
-            return f"mailbox throttled for {wait:.0f} s"
+            return hold.reason if hold is not None and hold.until == blocked else f"mailbox throttled for {wait:.0f} s"
         if wait > 0:
             await self.clock.sleep(wait)
         return None
@@ -442,9 +463,22 @@ class Dispatcher(Probing, InDoubt):
         self.stats.released += 1
 
     async def _failed(
-        self, connector: ConnectorConfig, lane: _Lane, message: Claimed, exc: Exception, *, probe: bool
+        self,
+        connector: ConnectorConfig,
+        lane: _Lane,
+        message: Claimed,
+        exc: Exception,
+        *,
+        probe: bool,
+        mailbox: str = "",
     ) -> bool:
         now = self.clock.now()
+        if (missing := missing_mailbox(connector, mailbox, exc, now)) is not None:  # only its mail waits
+            self.holds.hold(connector.id, mailbox, missing)
+            await self._record(self.outbox.defer, message.id, self.owner, missing.error, missing.until,
+                               missing.reason, uncount=True)  # fmt: skip
+            self.stats.deferred += 1
+            return True
         decision = self.policy.decide(exc, attempts=message.attempts, expires_at=message.expires_at, now=now)
         error = exc if isinstance(exc, DeliveryError) else None
         if error is None:
@@ -461,25 +495,29 @@ class Dispatcher(Probing, InDoubt):
             await self._give_back(message, f"connector paused: {decision.reason}")
             return False
         until = now + timedelta(seconds=decision.delay)
+        # Before the write: the sends queued for a slot must see the hold when they get one.
+        if isinstance(exc, ThrottledError) and decision.delay > 0:
+            # The mailbox asked everyone to wait for it, not just this message; the other mailboxes go on.
+            why = f"mailbox {label(connector, mailbox)} throttled by Microsoft Graph (Retry-After)"
+            self.holds.hold(connector.id, mailbox, Hold(until, why))
+        elif isinstance(exc, TokenServiceError) and decision.delay > 0:
+            lane.blocked_until = max(lane.blocked_until or now, until)  # the app's tokens: every mailbox waits
         await self._record(self.outbox.defer, message.id, self.owner, error, until, decision.reason)
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels(error.kind if error else "unexpected").inc()
-        if isinstance(exc, ThrottledError | TokenServiceError) and decision.delay > 0:
-            # The mailbox (or the token service) asked everyone to wait, not just this message.
-            lane.blocked_until = max(lane.blocked_until or now, until)
         self._note_outage(connector, lane, exc)
         if isinstance(exc, PermissionNeededError):  # the connector's state tells the admin what to grant
             await self._record(self.connectors.note_need, connector.id, exc)
         return not isinstance(exc, TokenServiceError)
 
-    async def _hold(self, connector: ConnectorConfig, lane: _Lane, message: Claimed, wait: float, why: str) -> None:
+    async def _hold(self, connector: ConnectorConfig, mailbox: str, message: Claimed, wait: float, why: str) -> None:
         now = self.clock.now()
         until = now + timedelta(seconds=wait)
         reason = f"{why}; next attempt in {wait:.0f} s"
         await self._db(self.outbox.defer, message.id, self.owner, None, until, reason, uncount=True)
-        # Messages that already hold budget still go; only new claims wait for the window to drain.
-        lane.no_claims_until = max(lane.no_claims_until or now, until)
+        # Messages that already hold budget still go; this mailbox's other mail waits for the window to drain.
+        self.holds.hold(connector.id, mailbox, Hold(until, reason))
         self.stats.deferred += 1
         if self.metrics is not None:
             self.metrics.deferrals.labels("budget").inc()

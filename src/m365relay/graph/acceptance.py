@@ -92,13 +92,16 @@ def check_from(message: OutgoingMessage) -> None:
 @dataclass(frozen=True)
 class SenderRules:
     """What a client may put in From: the connector's mailbox always, plus the relay user's ``allowed_from``
-    (addresses, or ``@domain``). ``rewrite`` then makes the mailbox the From and keeps the original in
-    Reply-To; ``enforce`` sends with the From as given (Exchange needs Send As rights for other addresses)."""
+    (addresses, or ``@domain``) — or, for a client without a list, the connector's send-as mailboxes
+    (``send_as``, PROTOCOL.md §15). ``rewrite`` then makes the mailbox the From and keeps the original in
+    Reply-To, except for a send-as mailbox, which sends as itself; ``enforce`` sends with the From as given
+    (Exchange needs Send As rights for addresses that are not one of the connector's mailboxes)."""
 
     mailbox: str
     allowed: tuple[str, ...]
     policy: Literal["rewrite", "enforce"]
     who: str  # "relay user 'app'" or "client 10.0.0.5", for the refusal text
+    send_as: tuple[str, ...] = ()
 
     @property
     def checks_senders(self) -> bool:
@@ -109,13 +112,19 @@ class SenderRules:
         wanted = address.lower()
         if wanted == self.mailbox.lower():
             return True
-        if self.policy == "rewrite" and not self.allowed:
-            return True  # no list: anything may be rewritten
         domain = "@" + wanted.rpartition("@")[2]
-        return wanted in self.allowed or domain in self.allowed
+        if self.allowed:
+            return wanted in self.allowed or domain in self.allowed
+        # No list: anything may be rewritten; enforce takes the connector's own mailboxes.
+        return self.policy == "rewrite" or self.sends_as(wanted)
+
+    def sends_as(self, address: str) -> bool:
+        """Whether ``address`` is one of the connector's send-as mailboxes (sent through its own mailbox)."""
+        wanted = address.lower()
+        return wanted in self.send_as or "@" + wanted.rpartition("@")[2] in self.send_as
 
     def describe_allowed(self) -> str:
-        return ", ".join([self.mailbox, *self.allowed])
+        return ", ".join([self.mailbox, *(self.allowed or self.send_as)])
 
 
 def apply_from_policy(message: OutgoingMessage, rules: SenderRules) -> None:
@@ -138,8 +147,8 @@ def apply_from_policy(message: OutgoingMessage, rules: SenderRules) -> None:
     if rules.policy != "rewrite":
         return
     message.remove("Sender")  # a Sender other than the mailbox means "on behalf of": 403 ErrorSendAsDenied
-    if sender.addr_spec.lower() == rules.mailbox.lower():
-        return
+    if sender.addr_spec.lower() == rules.mailbox.lower() or rules.sends_as(sender.addr_spec):
+        return  # the connector's own mailbox, or one of its send-as mailboxes: it sends as itself
     if not message.values("Reply-To"):
         original = next(f for f in message.fields if f.name.lower() == "from")
         message.set_field("Reply-To", b"Reply-To:" + original.value_bytes)
@@ -152,9 +161,11 @@ def _mailbox_of(address: str) -> Mailbox:
     return Mailbox(local, domain)
 
 
-def ready_rules(mailbox: str, policy: Literal["rewrite", "enforce"], who: str) -> SenderRules:
-    """The From policy for a path without relay users (HTTP API key, CLI, library): the mailbox only."""
-    return SenderRules(mailbox, (), policy, who)
+def ready_rules(
+    mailbox: str, policy: Literal["rewrite", "enforce"], who: str, send_as: tuple[str, ...] = ()
+) -> SenderRules:
+    """The From policy for a path without relay users (HTTP API key, CLI, library): the connector's mailboxes."""
+    return SenderRules(mailbox, (), policy, who, send_as)
 
 
 def accept_ready(message: OutgoingMessage, rules: SenderRules) -> OutgoingMessage:

@@ -22,6 +22,7 @@ class Call:
 
     connector: ConnectorConfig
     token: AccessToken
+    mailbox: str = ""  # the address in /users/{mailbox}/; "" for the connector's User Name (PROTOCOL.md §15)
     client_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     request_ids: list[str] = field(default_factory=list)
     retried_auth: bool = False

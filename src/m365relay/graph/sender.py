@@ -142,10 +142,13 @@ class GraphSender:
         *,
         envelope: list[str] | None = None,
         save_to_sent_items: bool = True,
+        mailbox: str = "",
     ) -> SendResult:
         """Send ``message`` from the connector's mailbox. ``envelope`` (the SMTP RCPT TO list), when given,
         decides exactly who receives it. Raises a ``DeliveryError`` subclass on failure."""
-        prepared = await self.prepare(connector, message, envelope=envelope, save_to_sent_items=save_to_sent_items)
+        prepared = await self.prepare(
+            connector, message, envelope=envelope, save_to_sent_items=save_to_sent_items, mailbox=mailbox
+        )
         return await prepared.send()
 
     async def prepare(
@@ -155,6 +158,7 @@ class GraphSender:
         *,
         envelope: list[str] | None = None,
         save_to_sent_items: bool = True,
+        mailbox: str = "",
     ) -> PreparedSend:
         """Everything before the first Graph request: recipients, token, the choice of request, the body.
         The dispatcher prepares outside its in-flight slot and holds the slot only for ``send()``."""
@@ -167,7 +171,7 @@ class GraphSender:
                 notes.append(f"not in the envelope, removed from the headers: {', '.join(removed)}")
         if not outgoing.values("From"):
             outgoing.set_value("From", connector.user_name)  # as Graph would: the mailbox sends
-        call = _Call(connector, await self._token(connector))
+        call = _Call(connector, await self._token(connector), connector.mailbox_address(mailbox))
         try:
             method = self._choose(outgoing.size, call.token, save_to_sent_items)
         except PermissionNeededError:
@@ -186,7 +190,7 @@ class GraphSender:
         if method == "mime":
             body = base64.b64encode(outgoing.to_bytes())
         elif method == "json":
-            body = self.json_payload(outgoing, connector.user_name, notes)
+            body = self.json_payload(outgoing, call.mailbox, notes)
             if len(body) > MAX_REQUEST_BYTES - REQUEST_MARGIN:
                 # JSON escapes non-ASCII text (\uXXXX): the same message can outgrow one request as JSON.
                 method, body = self._choose(len(body) * 3 // 4, call.token, True), None
@@ -241,7 +245,8 @@ class GraphSender:
     ) -> httpx.Response:
         """One Graph request. 401 is retried once with a fresh token; other failures raise ``DeliveryError``."""
         connector = call.connector
-        url = absolute_url or f"{connector.cloud.graph_url}/v1.0/users/{quote(connector.user_name)}/{path}"
+        mailbox = call.mailbox or connector.user_name
+        url = absolute_url or f"{connector.cloud.graph_url}/v1.0/users/{quote(mailbox)}/{path}"
         all_headers = {"client-request-id": call.client_request_id, "return-client-request-id": "true"}
         all_headers.update(headers or {})
         if authorize:

@@ -370,7 +370,8 @@ class RelayHandler:
 
     def _sender_rules(self, client: Client, connector: ConnectorConfig) -> SenderRules:
         allowed = client.user.allowed_from if client.user is not None else ()
-        return SenderRules(connector.user_name, allowed, self.settings.smtp_from_policy, client.who)
+        policy = self.settings.smtp_from_policy
+        return SenderRules(connector.user_name, allowed, policy, client.who, connector.send_as)
 
     def _stamp(self, session: Session, envelope: Envelope, client: Client) -> ReceivedStamp:
         recipients = envelope.rcpt_tos

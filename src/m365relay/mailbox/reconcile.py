@@ -71,15 +71,17 @@ class Reconciler:
             return "possible duplicate: the message has no Message-ID to look up"
         return None
 
-    async def check(self, connector: ConnectorConfig, message: Claimed, now: datetime) -> Verdict:
-        """Look the in-doubt message up (one or two Graph reads). Raises transient errors for the caller."""
+    async def check(self, connector: ConnectorConfig, message: Claimed, now: datetime, mailbox: str = "") -> Verdict:
+        """Look the in-doubt message up (one or two Graph reads) in the mailbox it went through (``""``: the
+        connector's User Name; else a send-as mailbox, PROTOCOL.md §15). Raises transient errors for the caller."""
         assert message.doubt_since is not None
         settle_at = message.doubt_since + self.settle
         try:
-            if message.draft_id and await self.sent_items.draft_exists(connector, message.draft_id):
+            who = connector.mailbox_address(mailbox)
+            if message.draft_id and await self.sent_items.draft_exists(connector, message.draft_id, mailbox=who):
                 return self._not_found(now, settle_at, "its draft is still in Drafts")
             wanted = message.draft_message_id or message.message_id or ""
-            copy = await self.sent_items.find(connector, wanted)
+            copy = await self.sent_items.find(connector, wanted, mailbox=who)
         except CannotCheck as exc:
             return Verdict(POSSIBLE_DUPLICATE, f"possible duplicate: Sent Items could not be checked ({exc})")
         if copy is not None:

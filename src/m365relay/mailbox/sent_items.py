@@ -64,10 +64,11 @@ class SentItems:
                 )
         return None
 
-    async def draft_exists(self, connector: ConnectorConfig, draft_id: str) -> bool:
+    async def draft_exists(self, connector: ConnectorConfig, draft_id: str, *, mailbox: str | None = None) -> bool:
         """Whether the draft is still in the mailbox (a sent draft leaves Drafts)."""
         try:
-            await self.sender.read(connector, f"messages/{quote(draft_id, safe='')}", {"$select": "id,isDraft"})
+            path, query = f"messages/{quote(draft_id, safe='')}", {"$select": "id,isDraft"}
+            await self.sender.read(connector, path, query, mailbox=mailbox)
         except MailboxNotFoundError as exc:
             if exc.code == "ErrorItemNotFound":
                 return False

@@ -44,6 +44,7 @@ CLAIM_COLUMNS = (
     MessageRow.doubt_since,
     MessageRow.draft_id,
     MessageRow.draft_message_id,
+    MessageRow.header_from,
 )
 
 

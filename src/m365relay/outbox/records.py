@@ -171,6 +171,7 @@ class Claimed:
     doubt_since: datetime | None = None  # the last attempt's outcome is unknown (outbox/doubt.py)
     draft_id: str | None = None  # the draft of a large message's in-doubt attempt
     draft_message_id: str | None = None
+    header_from: str | None = None  # From after the policy: it chooses the sending mailbox (PROTOCOL.md §15)
 
     @classmethod
     def from_claim(cls, row: Mapping[Any, Any], body: bytes | None) -> Claimed:
@@ -189,7 +190,7 @@ class Claimed:
 
 _CLAIM_FIELDS = (
     "id", "connector_id", "recipient_count", "size", "save_to_sent_items", "attempts", "created_at", "expires_at",
-    "message_id", "doubt_since", "draft_id", "draft_message_id",
+    "message_id", "doubt_since", "draft_id", "draft_message_id", "header_from",
 )  # fmt: skip
 
 

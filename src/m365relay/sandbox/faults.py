@@ -10,6 +10,8 @@ A stage takes one rule or a list of rules, tried in order (`"sendMail": [{"kind"
 RNG) or deterministic (`count`: the next N calls of that stage fail, then the rule is spent). Faults are
 decided before any state change, so a faulted sendMail delivers nothing — exactly what a client sees when
 Graph answers 503 (only `drop` lets the call happen).
+A rule with `mailbox` applies only to Graph calls for that mailbox (`/users/{mailbox}/…`), as Exchange
+throttles one mailbox of an app while its others go on (PROTOCOL.md §7, §15).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class FaultRule:
     delay_ms: float = 0.0
     code: str | None = None
     message: str | None = None
+    mailbox: str | None = None  # only calls for this mailbox (lower case); None: every call of the stage
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
@@ -73,6 +76,7 @@ class FaultRule:
             delay_ms=float(data.get("delay_ms", data.get("ms", 0.0))),
             code=data.get("code"),
             message=data.get("message"),
+            mailbox=str(data["mailbox"]).lower() if data.get("mailbox") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +93,8 @@ class FaultRule:
             out["code"] = self.code
         if self.message:
             out["message"] = self.message
+        if self.mailbox:
+            out["mailbox"] = self.mailbox
         return out
 
 
@@ -131,13 +137,15 @@ class FaultPlan:
             out["seed"] = self.seed
         return out
 
-    def decide(self, endpoint: str) -> FaultRule | None:
-        """The fault to inject into this call of `endpoint`, if any (consumes a `count`)."""
+    def decide(self, endpoint: str, mailbox: str | None = None) -> FaultRule | None:
+        """The fault to inject into this call of `endpoint` (for `mailbox`), if any (consumes a `count`)."""
         if not self.rules:
             return None
         for stage in STAGES.get(endpoint, (endpoint,)):
             rules = self.rules.get(stage, [])
             for index, rule in enumerate(rules):
+                if rule.mailbox is not None and rule.mailbox != (mailbox or "").lower():
+                    continue
                 if rule.count is not None:
                     if rule.count <= 0:
                         continue

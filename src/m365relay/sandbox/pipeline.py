@@ -77,7 +77,7 @@ async def abort_connection(sandbox: Sandbox, request: Request) -> Response:
 
 async def run_fault(sandbox: Sandbox, request: Request, endpoint: str) -> FaultRule | None:
     """Apply an injected fault: `slow` sleeps and returns None (carry on); others are returned."""
-    rule = sandbox.faults.decide(endpoint)
+    rule = sandbox.faults.decide(endpoint, request.path_params.get("user"))
     if rule is None:
         return None
     sandbox.stats.faults[endpoint] += 1

@@ -69,6 +69,7 @@ FIELD_LABELS = {
     "client_id": "OAuth Client ID",
     "tenant_id": "Tenant ID",
     "user_name": "User Name",
+    "send_as": "Also send from",
     "secret": "Public Key (secret)",
     "secret_expires": "Secret expires",
     "certificate": "Certificate",

@@ -134,6 +134,7 @@ def render_page(
         "checklist": view.checklist(runtime, connector, now),
         "redirect": view.redirect_info(runtime, str(request.base_url)),
         "app_fields": view.APP_FIELDS,
+        "send_as_field": view.SEND_AS_FIELD,
         "secret_fields": view.SECRET_FIELDS,
         "cloud_fields": view.CLOUD_FIELDS,
         "clouds": view.clouds(),

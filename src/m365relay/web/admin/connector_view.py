@@ -69,6 +69,16 @@ APP_FIELDS = (
         autocomplete="email",
     ),
 )
+SEND_AS_FIELD = FieldSpec(
+    "send_as",
+    "Also send from",
+    "Optional: further mailboxes of the tenant this app sends from, one a line — an address such as "
+    "billing@contoso.com, or @contoso.com for any mailbox of the domain. Mail whose From is one of them is sent "
+    "through that mailbox (Mail.Send covers every mailbox unless an access policy limits it); any other From "
+    "goes through the User Name mailbox. Leave empty for none.",
+    kind="textarea",
+    placeholder="billing@contoso.com",
+)
 SECRET_FIELDS = (
     FieldSpec(
         "secret",
@@ -151,6 +161,7 @@ def form_values(connector: ConnectorConfig | None) -> dict[str, str]:
         "client_id": connector.client_id,
         "tenant_id": connector.tenant_id,
         "user_name": connector.user_name,
+        "send_as": "\n".join(connector.send_as),
         "cloud": connector.cloud.name,
         "login_url": connector.cloud.login_url if custom else "",
         "graph_url": connector.cloud.graph_url if custom else "",

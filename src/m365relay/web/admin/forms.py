@@ -24,6 +24,7 @@ TEXT_FIELDS = (
     "graph_url",
     "graph_resource",
     "ca_file",
+    "send_as",
 )
 CUSTOM_ONLY = ("login_url", "graph_url", "graph_resource", "ca_file")
 # Keys the core's errors carry, mapped to the form field they belong next to.
@@ -60,12 +61,15 @@ class ConnectorForm:
             secret=self.secret.strip() or None,
             secret_expires=v.get("secret_expires") or None,
             certificate=self.certificate,
+            # One a line; an empty box clears the list, a form without the box keeps it.
+            send_as=[v["send_as"]] if "send_as" in v else None,
         )
 
 
 async def read_connector_form(ctx: AdminContext) -> ConnectorForm:
     """The submitted fields; a certificate upload is loaded and checked here (its errors in ``errors``)."""
-    form = ConnectorForm(values={name: ctx.field(name) for name in TEXT_FIELDS}, secret=ctx.field("secret"))
+    submitted = [name for name in TEXT_FIELDS if name != "send_as" or (ctx.form is not None and name in ctx.form)]
+    form = ConnectorForm(values={name: ctx.field(name) for name in submitted}, secret=ctx.field("secret"))
     cert_file, key_file = ctx.upload("certificate"), ctx.upload("private_key")
     if cert_file is None and key_file is None:
         return form

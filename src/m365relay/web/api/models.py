@@ -238,6 +238,11 @@ class ConnectorView(BaseModel):
     client_id: str
     tenant_id: str
     user_name: str
+    send_as: list[str] = Field(
+        default_factory=list,
+        description="Further mailboxes the connector sends from, each through its own /users/{mailbox}/sendMail: "
+        "addresses, or `@domain` for any mailbox of a domain.",
+    )
     cloud: str
     login_url: str
     graph_url: str

@@ -83,7 +83,7 @@ async def post_raw(
         submission = Submission(
             connector=connector,
             build=lambda config: accept_ready(
-                _parse(spool), ready_rules(config.user_name, policy, f"API key {key.name!r}")
+                _parse(spool), ready_rules(config.user_name, policy, f"API key {key.name!r}", config.send_as)
             ),
             envelope=envelope,
             save_to_sent_items=save_to_sent_items,
