@@ -18,7 +18,7 @@ def token(api: httpx.Client, server: SandboxServer) -> str:
         "grant_type": "client_credentials",
         "client_id": info["client_id"],
         "client_secret": info["secret_value"],
-        "scope": f"{server.url}/.default",
+        "scope": "https://graph.microsoft.com/.default",  # the real resource, as Entra insists (PROTOCOL.md §14)
     }
     response = api.post(f"/{info['tenant_id']}/oauth2/v2.0/token", data=form)
     assert response.status_code == 200, response.text

@@ -145,7 +145,11 @@ def test_consent_page_describes_read_roles(sandbox: SandboxServer, sandbox_api: 
     ).raise_for_status()
     page = sandbox_api.get(
         f"/{info['tenant_id']}/v2.0/adminconsent",
-        params={"client_id": info["client_id"], "redirect_uri": redirect, "scope": f"{sandbox.url}/.default"},
+        params={
+            "client_id": info["client_id"],
+            "redirect_uri": redirect,
+            "scope": "https://graph.microsoft.com/.default",
+        },
     )
     assert page.status_code == 200
     assert "Mail.ReadBasic.All" in page.text and "no bodies" in page.text
