@@ -16,7 +16,7 @@ from ...access.api_keys import ApiKey
 from ...connectors import ConnectorConfig
 from .context import ApiContext, Context, require
 from .ingest import choose_connector
-from .models import problem_responses
+from .models import ADDRESS_PATTERN, problem_responses
 
 router = APIRouter(tags=["suppressions"])
 
@@ -39,7 +39,7 @@ class SuppressionPage(BaseModel):
 
 
 class SuppressionIn(BaseModel):
-    address: str = Field(max_length=320)
+    address: str = Field(max_length=320, pattern=ADDRESS_PATTERN)
     connector: str | None = Field(None, max_length=64)
     reason: str | None = Field(None, max_length=500)
     days: int | None = Field(None, ge=1, le=3650, description="Default: M365RELAY_SUPPRESSION_DAYS (30).")
@@ -50,7 +50,7 @@ def _connector(context: ApiContext, key: ApiKey, name: str | None) -> ConnectorC
 
 
 @router.get(
-    "/suppressions", response_model=SuppressionPage, summary="List suppressions", responses=problem_responses(422)
+    "/suppressions", response_model=SuppressionPage, summary="List suppressions", responses=problem_responses(404, 422)
 )
 async def list_suppressions(
     context: Context,
@@ -70,7 +70,7 @@ async def list_suppressions(
     status_code=201,
     response_model=SuppressionView,
     summary="Suppress an address",
-    responses=problem_responses(422),
+    responses=problem_responses(404, 422),
 )
 async def add_suppression(
     body: SuppressionIn, context: Context, key: Annotated[ApiKey, Depends(require("admin"))]

@@ -11,13 +11,14 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from ...access.api_keys import ApiKey
 from ...events.delivery import send_test
 from ...events.kinds import EVENT_TYPES
 from .context import Context, require
+from .ingest import choose_connector
 from .models import problem_responses
 
 router = APIRouter(tags=["webhooks"])
@@ -26,9 +27,18 @@ MAX_REPLAY_SECONDS = 31 * 86_400
 EndpointId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The endpoint's id.")]
 
 
+EVENT_PATTERN = f"^(all|(message\\.)?({'|'.join(EVENT_TYPES)}))$"
+
+
 class WebhookCreate(BaseModel):
-    url: str = Field(description="The http:// or https:// URL that receives the events.", max_length=2048)
-    events: list[str] | None = Field(None, description=f"Any of {', '.join(EVENT_TYPES)}; omitted: all.")
+    url: str = Field(
+        description="The http:// or https:// URL that receives the events.",
+        max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]+",
+    )
+    events: list[Annotated[str, StringConstraints(pattern=EVENT_PATTERN)]] | None = Field(
+        None, description=f"Any of {', '.join(EVENT_TYPES)} (or `all`); omitted or empty: all."
+    )
     connector: str | None = Field(None, description="Whose events (default: `default`).", max_length=64)
 
 
@@ -57,7 +67,8 @@ class WebhookList(BaseModel):
 
 class WebhookReplay(BaseModel):
     since_seconds: int = Field(86_400, ge=1, le=MAX_REPLAY_SECONDS, description="Replay events of this last while.")
-    delivery_id: int | None = Field(None, ge=1, le=2**63 - 1, description="Replay only this delivery.")
+    # A bound doubles hold exactly: fuzzers compare as doubles, so 2**63 - 1 (or 2**62) admits larger numbers.
+    delivery_id: int | None = Field(None, ge=1, le=10**15, description="Replay only this delivery.")
 
 
 class ReplayResult(BaseModel):
@@ -85,10 +96,12 @@ async def list_webhooks(context: Context, _key: Admin) -> WebhookList:
 
 @router.post(
     "/webhooks", status_code=201, response_model=WebhookCreated, summary="Add a webhook endpoint",
-    responses=problem_responses(422),
+    responses=problem_responses(404, 422),
 )  # fmt: skip
 async def add_webhook(body: WebhookCreate, context: Context, key: Admin) -> WebhookCreated:
     """The answer's `secret` is the only copy there will be."""
+    if body.connector is not None:  # a connector that does not exist is a 404, as for sending
+        await run_in_threadpool(choose_connector, context, key, body.connector)
     issued = await run_in_threadpool(
         context.runtime.webhooks.add, body.url, body.events, body.connector, actor=f"api:{key.label}"
     )
