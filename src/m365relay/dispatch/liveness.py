@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import time
 import zlib
 from pathlib import Path
@@ -84,8 +85,13 @@ class FileLiveness(Liveness):
         self._let_go()
 
     def _take(self, owner: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle = open(self._path(owner), "a+b")  # noqa: SIM115 - held open for the dispatcher's lifetime
+        # Private like everything in the home (docs/security.md): 0700 and 0600 whatever the umask.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        path = self._path(owner)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        path.chmod(0o600)
+        handle = open(path, "a+b")  # noqa: SIM115 - held open for the dispatcher's lifetime
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
