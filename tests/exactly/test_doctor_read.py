@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from m365relay.connectors import ConnectorConfig
+from m365relay.connectors import ConnectorConfig, ConnectorUpdate
 from m365relay.doctor.result import CheckResult
 from m365relay.doctor.run import run_checks
 from m365relay.runtime import Runtime
@@ -72,3 +72,19 @@ def test_the_probe_mailbox_can_be_configured_and_is_skipped_without_one(
     finally:
         plain.close()
         configured.close()
+
+
+def test_an_app_that_reads_bounces_is_scoped_with_mail_read_over_every_sending_mailbox(
+    runtime: Runtime, connector: ConnectorConfig, admin: SandboxAdmin
+) -> None:
+    """Bounce intake needs Mail.Read (docs/delivery.md): the RBAC commands then assign "Application Mail.Read",
+    and the scope names the send-as mailboxes too, so that limiting the app never cuts one of them off."""
+    admin.put_mailbox(OTHER)
+    admin.put_mailbox("billing@contoso.onmicrosoft.com")
+    admin.grant("Mail.Send", "Mail.Read", "User.Read.All")
+    connector = runtime.connectors.save("default", ConnectorUpdate(send_as=("billing@contoso.onmicrosoft.com",)))
+    found = read_check(runtime, connector)
+    assert found.status == "warn" and found.data["scoped"] is False
+    assert '"Application Mail.Read"' in found.remedy and '"Application Mail.ReadBasic"' not in found.remedy
+    assert "PrimarySmtpAddress -eq 'billing@contoso.onmicrosoft.com'" in found.remedy
+    assert f"PrimarySmtpAddress -eq '{connector.user_name}'" in found.remedy

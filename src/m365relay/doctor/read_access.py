@@ -26,20 +26,26 @@ BUYS = (
 )
 
 
-def rbac_commands(connector: ConnectorConfig) -> str:
-    """The Exchange Online PowerShell that scopes the app to the sending mailbox (RBAC for Applications)."""
-    app, mailbox = connector.client_id, connector.user_name
+def rbac_commands(connector: ConnectorConfig, roles: tuple[str, ...] = ()) -> str:
+    """The Exchange Online PowerShell that scopes the app to its sending mailboxes (RBAC for Applications,
+    PROTOCOL.md §12): Mail.Send, and Mail.Read when the app reads bounces (it holds Mail.Read or
+    Mail.ReadWrite), else Mail.ReadBasic, which is enough to find a message in Sent Items."""
+    app = connector.client_id
+    mailboxes = [connector.mailbox_address(m) for m in connector.known_mailboxes]
     scope = "m365relay mailboxes"
+    read = "Mail.Read" if {"Mail.Read", "Mail.ReadWrite"} & set(roles) else "Mail.ReadBasic"
+    granted = "Mail.Read" if read == "Mail.Read" else "Mail.ReadBasic.All"
+    where = " -or ".join(f"PrimarySmtpAddress -eq '{m}'" for m in mailboxes)
     return "\n".join(
         [
             "Connect-ExchangeOnline",
             f'New-ServicePrincipal -AppId {app} -ObjectId <Enterprise application Object ID> -DisplayName "m365relay"',
-            f'New-ManagementScope -Name "{scope}" -RecipientRestrictionFilter "PrimarySmtpAddress -eq \'{mailbox}\'"',
+            f'New-ManagementScope -Name "{scope}" -RecipientRestrictionFilter "{where}"',
             *(
                 f'New-ManagementRoleAssignment -App {app} -Role "Application {role}" -CustomResourceScope "{scope}"'
-                for role in ("Mail.Send", "Mail.ReadBasic")
+                for role in ("Mail.Send", read)
             ),
-            "Then remove Mail.Send and Mail.ReadBasic.All from the app's API permissions in Entra ID: grants there "
+            f"Then remove Mail.Send and {granted} from the app's API permissions in Entra ID: grants there "
             "and in RBAC for Applications add up, so the tenant-wide consent would still apply.",
         ]
     )
@@ -51,8 +57,9 @@ async def check_read_access(runtime: Runtime, connector: ConnectorConfig) -> Che
         detail = "no mailbox read permission: a send whose outcome is unknown is sent again and may arrive twice"
         remedy = (
             "Optional. Add Microsoft Graph > Application permissions > Mail.ReadBasic.All and grant admin consent: "
-            f"{BUYS}. Then limit it (and Mail.Send) to the sending mailbox with Exchange RBAC for Applications:\n"
-            + rbac_commands(connector)
+            f"{BUYS}. (Mail.Read gives that too, and lets m365relay read bounces from the Inbox: "
+            "docs/delivery.md.) Then limit it (and Mail.Send) to the sending mailbox with Exchange RBAC for "
+            "Applications:\n" + rbac_commands(connector, token.roles or ())
         )
         return result("read", "warn", detail, remedy, granted=False)
     sent_items = SentItems(runtime.sender)
@@ -64,7 +71,7 @@ async def check_read_access(runtime: Runtime, connector: ConnectorConfig) -> Che
             "read",
             "warn",
             detail,
-            "Include the sending mailbox in the app's RBAC scope.\n" + rbac_commands(connector),
+            "Include the sending mailbox in the app's RBAC scope.\n" + rbac_commands(connector, token.roles or ()),
             granted=True,
         )
     other = await _other_mailbox(runtime, connector, token.roles or ())
@@ -72,10 +79,12 @@ async def check_read_access(runtime: Runtime, connector: ConnectorConfig) -> Che
         unchecked = "not checked (set M365RELAY_DOCTOR_PROBE_MAILBOX, or grant User.Read.All)"
         detail = f"Sent Items of {connector.user_name} can be read: {BUYS}. Limited to this mailbox: {unchecked}"
         return result("read", "pass", detail, granted=True, scoped=None)
-    return await _probe_scope(sent_items, connector, other)
+    return await _probe_scope(sent_items, connector, other, token.roles or ())
 
 
-async def _probe_scope(sent_items: SentItems, connector: ConnectorConfig, other: str) -> CheckResult:
+async def _probe_scope(
+    sent_items: SentItems, connector: ConnectorConfig, other: str, roles: tuple[str, ...]
+) -> CheckResult:
     try:
         await sent_items.find(connector, PROBE_ID, mailbox=other)
     except CannotCheck:  # 403: outside the app's scope, as it should be
@@ -92,7 +101,9 @@ async def _probe_scope(sent_items: SentItems, connector: ConnectorConfig, other:
         return result("read", "pass", detail, granted=True, scoped=None, probe=other)
     detail = (f"the read permission is tenant-wide: the app can also read {other}'s mail. It needs only "
               f"{connector.user_name}")  # fmt: skip
-    remedy = "Limit the app to the sending mailbox with Exchange RBAC for Applications:\n" + rbac_commands(connector)
+    remedy = "Limit the app to the sending mailbox with Exchange RBAC for Applications:\n" + rbac_commands(
+        connector, roles
+    )
     return result("read", "warn", detail, remedy, granted=True, scoped=False, probe=other)
 
 
