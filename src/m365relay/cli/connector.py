@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..clouds import CLOUDS, DEFAULT_GRAPH_RESOURCE
 from ..connectors import DEFAULT_NAME, ConnectorConfig, ConnectorUpdate
 from ..connectors.certificates import load_pair
 from ..errors import ValidationError
@@ -67,8 +68,8 @@ def set_(
     graph_resource: Annotated[
         str | None,
         typer.Option(
-            help="custom cloud: the Graph resource tokens are asked for (default https://graph.microsoft.com; "
-            "a national cloud's Graph behind a proxy: its own, e.g. https://graph.microsoft.us).",
+            help=f"custom cloud: the Graph resource tokens are asked for (default {DEFAULT_GRAPH_RESOURCE}; "
+            f"a national cloud's Graph behind a proxy: its own, e.g. {CLOUDS['usgov-high'].graph_url}).",
             metavar="URL",
         ),
     ] = None,

@@ -40,7 +40,7 @@ class ConnectorUpdate:
     cloud: str | None = None
     login_url: str | None = None
     graph_url: str | None = None
-    graph_resource: str | None = None  # custom cloud only; empty → the default (https://graph.microsoft.com)
+    graph_resource: str | None = None  # custom cloud only; empty → the default (clouds.DEFAULT_GRAPH_RESOURCE)
     ca_file: str | Path | None = None
     secret: str | None = None
     secret_expires: date | str | None = None

@@ -114,10 +114,10 @@ CLOUD_FIELDS = (
     FieldSpec(
         "graph_resource",
         "Graph resource",
-        "The resource tokens are asked for: leave empty for https://graph.microsoft.com. Behind a proxy or API "
+        f"The resource tokens are asked for: leave empty for {DEFAULT_GRAPH_RESOURCE}. Behind a proxy or API "
         "gateway the Graph URL changes but this does not (Entra answers AADSTS500011 to a scope built from the "
-        "proxy's URL); a national cloud's Graph behind a proxy keeps its own, e.g. https://graph.microsoft.us.",
-        placeholder="https://graph.microsoft.com",
+        f"proxy's URL); a national cloud's Graph behind a proxy keeps its own, e.g. {CLOUDS['usgov-high'].graph_url}.",
+        placeholder=DEFAULT_GRAPH_RESOURCE,
     ),
     FieldSpec(
         "ca_file",

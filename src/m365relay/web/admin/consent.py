@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from ...clouds import DEFAULT_GRAPH_RESOURCE
 from ...connectors import DEFAULT_NAME, ConnectorConfig
 from ...doctor import CheckResult
 from ...doctor.token import token_checks
@@ -69,7 +70,7 @@ BY_CODE: dict[str, tuple[str, str, str]] = {
         "The app asked for an unknown resource",
         "Microsoft does not know the resource in the consent request's scope: a custom cloud's Graph resource "
         "was probably set to a proxy's URL instead of Microsoft Graph's.",
-        "Set Graph resource to https://graph.microsoft.com (or your national cloud's Graph), save, and try again.",
+        f"Set Graph resource to {DEFAULT_GRAPH_RESOURCE} (or your national cloud's Graph), save, and try again.",
     ),
     "50011": (
         "The Redirect URL is not registered",
